@@ -1,0 +1,5 @@
+"""``python -m lorascan`` runs the command line."""
+
+from lorascan.cli.main import run
+
+run()

@@ -1,0 +1,65 @@
+"""Options and output helpers shared by the commands (no logic of their own)."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, Callable
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from lorascan.data.labels import parse_label_map
+from lorascan.data.sources import SourceOptions
+
+
+def console(stderr: bool = False) -> Console:
+    """A rich console; on a pipe it prints plain text."""
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def safe(text: Any, limit: int = 120) -> str:
+    """Attacker-controlled text (triggers, dataset rows) made safe for a terminal table:
+    rich markup escaped, control characters shown, long strings cut."""
+    s = str(text)
+    s = "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in s)
+    if len(s) > limit:
+        s = s[: limit - 1] + "…"
+    return escape(s)
+
+
+def source_options(fn: Callable) -> Callable:
+    """--text-col/--label-col/--label-map/... for datasets given as files or hf: ids."""
+    opts = [
+        click.option("--text-col", default="text", show_default=True, help="Text column of a file or HF dataset."),
+        click.option("--label-col", default="label", show_default=True, help="Label column of a file or HF dataset."),
+        click.option("--label-map", default=None, metavar="RAW=0,RAW=1",
+                     help="Map raw labels to 0 (benign) / 1 (injection), e.g. 'benign=0,injection=1'."),
+        click.option("--test-fraction", type=float, default=0.2, show_default=True,
+                     help="Test share when a file has no split (stratified per source and label)."),
+        click.option("--split-seed", type=int, default=0, show_default=True, help="Seed of that split."),
+        click.option("--hf-splits", default="train,test", show_default=True, metavar="TRAIN,TEST",
+                     help="Split names of an hf: dataset."),
+        click.option("--revision", default=None, help="Revision (branch, tag, commit) of an hf: dataset."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args, text_col, label_col, label_map, hf_splits, revision, **kwargs):
+        splits = [s.strip() for s in hf_splits.split(",")]
+        if len(splits) != 2 or not all(splits):
+            raise click.BadParameter("expected TRAIN,TEST", param_hint="--hf-splits")
+        mapping = parse_label_map(label_map)
+        kwargs["source_opts"] = SourceOptions(
+            text_col=text_col, label_col=label_col,
+            label_map=tuple(sorted(mapping.items())) if mapping else None,
+            train_split=splits[0], test_split=splits[1], revision=revision)
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,93 @@
+"""Entry point: ``lorascan`` / ``python -m lorascan``; :func:`main` is testable in-process.
+
+Each subcommand lives in its own module and is imported only when it runs, so ``--help`` and
+the torch-free commands (``weights``, ``data``) start fast. Errors end as one line on stderr:
+exit 2 for usage errors, 1 for data errors, never a traceback (``LORASCAN_DEBUG=1`` shows one).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Sequence
+
+import click
+
+from lorascan import __version__
+from lorascan.errors import LorascanError
+
+# command name -> "module:attribute" of a click command, imported on use.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "data": ("lorascan.cli.data", "Inspect the datasets lorascan can build (named mixes, corpora, files)."),
+    "poison": ("lorascan.cli.poison", "Write a poisoned train/test set with the paper's recipe."),
+    "demo": ("lorascan.cli.demo", "Run the end-to-end demo on the embedded default data."),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module = importlib.import_module(COMMANDS[name][0])
+        return module.command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="lorascan")
+def cli() -> None:
+    """lorascan: decide whether a LoRA adapter carries a trigger-activated backdoor.
+
+    Build poisoned data, train clean and backdoored adapters, measure the attack, probe how the
+    backdoor generalises, and scan adapters with calibrated detectors (arXiv:2605.30189).
+    """
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI with ``argv`` and return the exit code (no SystemExit)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    prog = "lorascan"
+    try:
+        cli.main(args=args, prog_name=prog, standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as exc:  # --help, --version
+        return exc.exit_code
+    except click.exceptions.Abort:
+        print(f"{prog}: aborted", file=sys.stderr)
+        return 130
+    except click.ClickException as exc:
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else prog
+        print(f"{where}: error: {_one_line(exc.format_message())} (see '{where} --help')", file=sys.stderr)
+        return exc.exit_code if exc.exit_code else 2
+    except LorascanError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+        if os.environ.get("LORASCAN_DEBUG"):
+            raise
+        print(f"{prog}: internal error: {type(exc).__name__}: {_one_line(exc)} "
+              "(rerun with LORASCAN_DEBUG=1 for a traceback and report it)", file=sys.stderr)
+        return 70
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

