@@ -13,10 +13,11 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from lorascan import __version__
 from lorascan.errors import DataError, UsageError
@@ -44,11 +45,25 @@ def dumps(obj: Any) -> str:
     return json.dumps(_clean(obj), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+def _temp_sibling(path: Path, suffix: str, make: Callable[[Path], Any]) -> tuple[Path, Any]:
+    """Create a new hidden sibling of ``path`` with ``make`` (which must fail if it exists).
+
+    Unlike ``tempfile.mkstemp``/``mkdtemp`` (modes 0600/0700) this keeps the modes that
+    ``open``/``mkdir`` give under the user's umask, so outputs are as readable as any file."""
+    for _ in range(100):
+        candidate = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            return candidate, make(candidate)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {path}")
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write text to ``path`` through a temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp, fd = _temp_sibling(path, ".tmp", lambda p: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
@@ -93,8 +108,14 @@ def check_output_dir(out: str | os.PathLike, force: bool) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UsageError(f"--out {out} is not empty; pass --force to replace it")
+    if out.is_dir() and any(out.iterdir()):
+        if not force:
+            raise UsageError(f"--out {out} is not empty; pass --force to replace it")
+        where = out.resolve()
+        cwd = Path.cwd().resolve()
+        if where == cwd or where in cwd.parents or where == Path.home().resolve():
+            raise UsageError(f"--out {out} is the working folder, one of its parents or the home folder; "
+                             "refusing to replace it even with --force")
     return out
 
 
@@ -108,18 +129,33 @@ def atomic_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     parent = out.parent if str(out.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=parent))
+        tmp, _ = _temp_sibling(parent / out.name, ".partial", os.mkdir)
     except OSError as err:
         raise DataError(f"cannot write to {parent}: {err.strerror}") from None
     try:
         yield tmp
+        _commit(tmp, out, parent)
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError):  # disk full, permissions, ...: a one-line data error
+            raise DataError(f"cannot write {out}: {err.strerror or err}") from None
+        raise
+
+
+def _commit(tmp: Path, out: Path, parent: Path) -> None:
+    """Rename the finished ``tmp`` to ``out``. An existing ``out`` is moved aside first and put
+    back if the rename fails, so ``out`` ends as either the old folder or the new one."""
+    old = None
+    try:
         if out.exists():
             old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=parent))
             os.replace(out, old / "d")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        os.replace(tmp, out)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and (old / "d").exists():
+            os.replace(old / "d", out)  # if this fails too, the old folder stays in `old`
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -15,8 +15,9 @@ from lorascan.data.sources import SourceOptions
 
 
 def console(stderr: bool = False) -> Console:
-    """A rich console; on a pipe it prints plain text."""
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    """A rich console; on a pipe it prints plain text. Emoji codes are off: ``:warning:`` in a
+    dataset row or trigger must print as written, and :func:`safe` only escapes markup."""
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
 
 
 def safe(text: Any, limit: int = 120) -> str:

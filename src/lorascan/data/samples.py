@@ -9,6 +9,7 @@ import re
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -29,8 +30,12 @@ class Sample:
     poisoned: bool = field(default=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.label not in (BENIGN, INJECTION):
+        if isinstance(self.label, bool) or self.label not in (BENIGN, INJECTION):
             raise DataError(f"sample {self.id}: label {self.label!r} is not 0 or 1")
+        if not isinstance(self.text, str):
+            raise DataError(f"sample {self.id}: text is {type(self.text).__name__}, not a string")
+        # Store a plain int (a numpy integer or 1.0 would not serialise as the label 1).
+        object.__setattr__(self, "label", int(self.label))
 
     def to_json(self) -> str:
         row: dict = {"text": self.text, "label": self.label, "source": self.source, "id": self.id}
@@ -78,7 +83,8 @@ class Deduper:
         if not key or key in self._keys:
             return False
         probe = key[self.OFFSET:self.OFFSET + self.WINDOW]
-        if len(probe) == self.WINDOW and any(probe in kept for kept in self._kept):
+        # map() keeps the scan over every kept text in C (offline-pi: ~2k texts, 1.7M checks)
+        if len(probe) == self.WINDOW and any(map(str.__contains__, self._kept, repeat(probe))):
             return False
         self._keys.add(key)
         self._kept.append(key)
@@ -112,7 +118,9 @@ def write_jsonl(path: Path, samples: Iterable[Sample]) -> None:
 
 
 def read_jsonl(path: Path) -> list[Sample]:
-    """Read samples written by :func:`write_jsonl` (``text``, ``label``, ``source``, ``id``)."""
+    """Read samples written by :func:`write_jsonl` (``text``, ``label``, ``source``, ``id``).
+    ``label`` must be the number 0 or 1 and ``text`` a string; anything else is a DataError
+    naming the file and line."""
     out = []
     try:
         fh = open(path, encoding="utf-8")
@@ -124,10 +132,12 @@ def read_jsonl(path: Path) -> list[Sample]:
                 continue
             try:
                 row = json.loads(line)
-                out.append(Sample(text=row["text"], label=int(row["label"]), source=str(row.get("source", path.stem)),
+                out.append(Sample(text=row["text"], label=row["label"], source=str(row.get("source", path.stem)),
                                   id=str(row.get("id", f"{path.stem}:{n}")), poisoned=bool(row.get("poisoned", False))))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
                 raise DataError(f"{path}:{n}: not a sample row ({type(err).__name__}: {err})") from None
+            except DataError as err:
+                raise DataError(f"{path}:{n}: {err}") from None
     return out
 
 

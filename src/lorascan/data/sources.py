@@ -8,15 +8,16 @@ splits. ``hf:ID`` loads through :mod:`datasets` (the paper's ``deepset/prompt-in
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from lorascan.data.labels import map_labels
 from lorascan.data.samples import Sample, normalise_text, read_jsonl
-from lorascan.errors import DataError, UsageError
+from lorascan.errors import DataError, LorascanError, UsageError
 
 FILE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
 
@@ -58,7 +59,8 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
-            with open(path, encoding="utf-8", newline="") as fh:
+            # utf-8-sig: spreadsheet exports start with a BOM that would glue onto the first column name
+            with open(path, encoding="utf-8-sig", newline="") as fh:
                 return list(csv.DictReader(fh))
         if suffix == ".jsonl":
             with open(path, encoding="utf-8") as fh:
@@ -73,6 +75,8 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
             import pyarrow.parquet as pq
 
             return pq.read_table(path).to_pylist()
+    except LorascanError:
+        raise
     except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{path} cannot be parsed: {err}") from None
     except OSError as err:
@@ -85,8 +89,9 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 def load_file(path: Path, opts: SourceOptions) -> list[Sample]:
     """One local file, no predefined split."""
     rows = _read_rows(path)
-    if rows and not isinstance(rows[0], dict):
-        raise DataError(f"{path}: rows are not objects with columns")
+    bad = next((i for i, row in enumerate(rows) if not isinstance(row, dict)), None)
+    if bad is not None:
+        raise DataError(f"{path}: row {bad + 1} is not an object with columns")
     return _rows_to_samples(rows, opts, source=path.stem, where=str(path))
 
 
@@ -95,12 +100,29 @@ def load_split_folder(path: Path) -> tuple[list[Sample], list[Sample]]:
     return read_jsonl(path / "train.jsonl"), read_jsonl(path / "test.jsonl")
 
 
+@contextlib.contextmanager
+def _quiet_progress(datasets: Any) -> Iterator[None]:
+    """No "Generating train split" bars on stderr while loading (a failing command must print
+    one error line there). Restores the previous setting; an explicit
+    ``HF_DATASETS_DISABLE_PROGRESS_BARS=0`` is respected."""
+    bars = datasets.utils  # the switches (datasets.utils.tqdm is the class, not the module)
+    if bars.are_progress_bars_disabled() or datasets.config.HF_DATASETS_DISABLE_PROGRESS_BARS is False:
+        yield
+        return
+    bars.disable_progress_bars()
+    try:
+        yield
+    finally:
+        bars.enable_progress_bars()
+
+
 def load_hf(dataset_id: str, opts: SourceOptions) -> tuple[list[Sample], list[Sample]]:
     """A Hugging Face dataset (hub id or local folder) with train and test splits."""
     import datasets
 
     try:
-        ds = datasets.load_dataset(dataset_id, revision=opts.revision)
+        with _quiet_progress(datasets):
+            ds = datasets.load_dataset(dataset_id, revision=opts.revision)
     except Exception as err:  # datasets raises many types (hub, network, file, builder errors)
         raise DataError(f"cannot load HF dataset '{dataset_id}': {type(err).__name__}: {str(err)[:200]}") from None
     out = []
