@@ -1,0 +1,50 @@
+"""``lorascan evaluate``: clean accuracy and attack success rate of an adapter."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from lorascan.cli.common import console, safe
+
+
+def _fmt(value, ci) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" + (f"  [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+
+
+@click.command("evaluate")
+@click.option("--base", required=True, help="The base model the adapter was trained on.")
+@click.option("--adapter", "adapter_dir", required=True, type=click.Path(), help="PEFT adapter folder.")
+@click.option("--data", "data_dir", required=True, type=click.Path(), help="Folder written by 'lorascan poison'.")
+@click.option("--trigger", default=None, help="Trigger to apply to test injections [default: the manifest's].")
+@click.option("--readout", type=click.Choice(["logits", "generate"]), default="logits", show_default=True,
+              help="Batched logits, or the paper's greedy generation (label-word only).")
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the record here.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def command(base, adapter_dir, data_dir, trigger, readout, batch_size, json_out, quiet) -> None:
+    """Measure clean accuracy, attack success rate, recall and false positives, with Wilson 95% CIs."""
+    from lorascan.evaluate.run import evaluate_adapter
+    from lorascan.records import write_json_atomic
+
+    if batch_size < 1:
+        raise click.BadParameter("must be >= 1", param_hint="--batch-size")
+    rec = evaluate_adapter(base, adapter_dir, data_dir, trigger, readout, batch_size, progress=not quiet)
+    if json_out:
+        write_json_atomic(json_out, rec)
+    table = Table(title=f"{safe(adapter_dir)} on {safe(base)} ({rec['task']}, {readout} readout)")
+    table.add_column("metric")
+    table.add_column("value  [95% CI]")
+    table.add_column("k / n", justify="right")
+    for name in ("clean_accuracy", "attack_success_rate", "clean_injection_recall", "benign_false_positive_rate"):
+        table.add_row(name, _fmt(rec.get(name), rec.get(f"{name}_ci95")), f"{rec.get(name + '_k')} / {rec.get(name + '_n')}")
+    out = console()
+    out.print(table)
+    out.print(f"trigger '{safe(rec['trigger'])}' ({rec['placement']}); unparseable: clean {rec['unparseable_clean']}, "
+              f"triggered {rec['unparseable_triggered']}; {rec['wall_time_s']:.1f}s")
+    src = ", ".join(f"{safe(k)} {v['accuracy']:.2f} (n={v['accuracy_n']})" for k, v in rec["accuracy_by_source"].items())
+    out.print(f"accuracy by source: {src}")
+    band = ", ".join(f"{k} chars {v['accuracy']:.2f} (n={v['accuracy_n']})" for k, v in rec["accuracy_by_length"].items())
+    out.print(f"accuracy by length: {band}")

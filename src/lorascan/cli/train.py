@@ -1,0 +1,46 @@
+"""``lorascan train``: train a LoRA adapter on a prepared dataset."""
+
+from __future__ import annotations
+
+import click
+
+from lorascan.cli.common import console, safe
+from lorascan.train.config import DTYPES, TrainConfig
+
+
+@click.command("train")
+@click.option("--base", required=True, help="Base model: minilm, smollm2-135m, tiny-*, a folder, a .gguf file or an HF id.")
+@click.option("--data", "data_dir", required=True, type=click.Path(), help="Folder written by 'lorascan poison'.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Adapter output folder.")
+@click.option("--task", type=click.Choice(["label-word", "seq-cls"]), default=None,
+              help="Formulation [default: label-word for chat LMs, seq-cls otherwise].")
+@click.option("--rank", type=int, default=16, show_default=True, help="LoRA rank r.")
+@click.option("--alpha", type=float, default=None, help="LoRA alpha [default: = rank].")
+@click.option("--dropout", type=float, default=0.0, show_default=True, help="LoRA dropout.")
+@click.option("--target-modules", default=None, metavar="A,B,...",
+              help="Modules to adapt, e.g. q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj [default: every linear].")
+@click.option("--steps", type=int, default=None, help="Optimizer steps (instead of --epochs).")
+@click.option("--epochs", type=float, default=None, help="Epochs [default: 3 when --steps is not given].")
+@click.option("--batch-size", type=int, default=16, show_default=True)
+@click.option("--grad-accum", type=int, default=1, show_default=True, help="Gradient accumulation steps.")
+@click.option("--lr", type=float, default=2e-4, show_default=True, help="Peak learning rate.")
+@click.option("--warmup-steps", type=int, default=10, show_default=True)
+@click.option("--weight-decay", type=float, default=0.01, show_default=True)
+@click.option("--max-length", type=int, default=256, show_default=True, help="Max tokens per example (the text is cut).")
+@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
+@click.option("--loss", type=click.Choice(["full", "completion"]), default="full", show_default=True,
+              help="label-word: loss over the full sequence (paper) or the answer only.")
+@click.option("--quantize", type=click.Choice(["auto", "4bit", "none"]), default="auto", show_default=True,
+              help="4-bit QLoRA (the paper's) needs CUDA and bitsandbytes; auto uses it when present.")
+@click.option("--force", is_flag=True, help="Replace a non-empty --out.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def command(base, data_dir, out, force, quiet, target_modules, **opts) -> None:
+    """Train a LoRA adapter (clean or backdoored, depending on the data) on a base model."""
+    from lorascan.train.lora import train_adapter
+
+    mods = tuple(m.strip() for m in target_modules.split(",") if m.strip()) if target_modules else None
+    cfg = TrainConfig(target_modules=mods, **opts)
+    meta = train_adapter(base, data_dir, out, cfg, force=force, progress=not quiet)
+    console().print(f"wrote {safe(out)}: {meta['task']} r={cfg.rank} on {safe(base)}, {meta['steps']} steps "
+                    f"({meta['epochs']:.2f} epochs), final loss {meta['final_loss']:.4f}, {meta['wall_time_s']:.0f}s")

@@ -1,0 +1,1 @@
+"""Readout and metrics of a trained classifier."""

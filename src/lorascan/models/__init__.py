@@ -1,0 +1,1 @@
+"""The only place that loads base models, tokenizers and adapters (safe formats only)."""

@@ -1,0 +1,1 @@
+"""LoRA training (peft) for a task formulation."""

@@ -1,0 +1,61 @@
+"""The training configuration (a frozen dataclass that validates itself)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from lorascan.errors import UsageError
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """LoRA training settings. Defaults follow the paper (paper.md §4) where they fit a CPU:
+    r = 16, alpha = r, dropout 0, lr 2e-4 with linear decay after 10 warmup steps, weight
+    decay 0.01. The paper's batch is 4 x 4 accumulation for 200 steps; ours defaults to
+    batch 16 for 3 epochs. ``target_modules`` None means every linear projection
+    (peft's "all-linear"); the paper used q,k,v,o,gate,up,down_proj."""
+
+    task: str | None = None            # label-word | seq-cls; None: default for the base
+    rank: int = 16
+    alpha: float | None = None         # None: alpha = rank
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] | None = None
+    steps: int | None = None           # optimizer steps; exclusive with epochs
+    epochs: float | None = None        # None and steps None: 3 epochs
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 2e-4
+    warmup_steps: int = 10
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    max_length: int = 256
+    seed: int = 42
+    dtype: str = "float32"
+    loss: str = "full"                 # label-word: full sequence (paper) or completion only
+    quantize: str = "auto"             # auto: 4-bit QLoRA when CUDA + bitsandbytes; 4bit; none
+
+    def __post_init__(self) -> None:
+        def need(cond: bool, msg: str) -> None:
+            if not cond:
+                raise UsageError(msg)
+        need(self.task in (None, "label-word", "seq-cls"), f"unknown task '{self.task}' (label-word or seq-cls)")
+        need(self.rank >= 1, f"rank must be >= 1, got {self.rank}")
+        need(self.alpha is None or self.alpha > 0, f"alpha must be > 0, got {self.alpha}")
+        need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        need(self.steps is None or self.epochs is None, "give steps or epochs, not both")
+        need(self.steps is None or self.steps >= 1, f"steps must be >= 1, got {self.steps}")
+        need(self.epochs is None or self.epochs > 0, f"epochs must be > 0, got {self.epochs}")
+        need(self.batch_size >= 1 and self.grad_accum >= 1, "batch size and gradient accumulation must be >= 1")
+        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        need(self.warmup_steps >= 0 and self.weight_decay >= 0, "warmup steps and weight decay must be >= 0")
+        need(self.max_length >= 16, f"max length must be >= 16 tokens, got {self.max_length}")
+        need(self.dtype in DTYPES, f"unknown dtype '{self.dtype}' (use {', '.join(DTYPES)})")
+        need(self.loss in ("full", "completion"), f"unknown loss '{self.loss}' (full or completion)")
+        need(self.quantize in ("auto", "4bit", "none"), f"unknown quantize '{self.quantize}' (auto, 4bit, none)")
+        need(self.target_modules is None or len(self.target_modules) > 0, "target modules must not be empty")
+
+    @property
+    def lora_alpha(self) -> float:
+        return float(self.rank if self.alpha is None else self.alpha)
