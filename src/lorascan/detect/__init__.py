@@ -1,0 +1,32 @@
+"""Detectors behind one protocol (:mod:`lorascan.detect.base`) and their calibration.
+
+Importing this package registers nothing and imports no detector: call
+:func:`register_builtin_detectors` on ``DETECTORS`` (or on a registry a test owns) to add the
+built-in ones; their modules are imported only when a detector is created.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lorascan.detect.base import DETECTORS, Detector, DetectorResult, Verdict
+from lorascan.registry import Registry
+
+__all__ = ["DETECTORS", "Detector", "DetectorResult", "Verdict", "register_builtin_detectors"]
+
+
+def _weights(**kwargs: Any) -> Detector:
+    from lorascan.detect.weights import WeightDetector
+
+    return WeightDetector(**kwargs)
+
+
+BUILTIN = {"weights": _weights}
+
+
+def register_builtin_detectors(registry: Registry[Detector] = DETECTORS) -> Registry[Detector]:
+    """Add the built-in detectors that ``registry`` lacks; returns the registry."""
+    for name, factory in BUILTIN.items():
+        if name not in registry:
+            registry.register(name, factory)
+    return registry
