@@ -1,0 +1,271 @@
+"""Grid configs: a product of poison → train → evaluate runs, and the runs it expands to.
+
+A grid file (YAML or JSON) holds::
+
+    name: paper-sweep-minilm          # letters, digits, '.', '_', '-'
+    base: minilm                      # one base model or a list
+    task: seq-cls                     # label-word | seq-cls
+    dataset: offline-pi               # anything 'lorascan poison --dataset' takes
+    triggers: ["per RFC 8472 section 3.2"]
+    counts: [0, 4, 8, 12]             # k, poisoned training rows; 0 = a clean adapter
+    seeds: [42, 1, 2]                 # one seed sets both the poison recipe and training
+    ranks: [16]
+    train: {epochs: 2, lr: 0.001}     # TrainConfig overrides (not task, rank or seed)
+    extra_runs:                       # optional: runs outside the product
+      - {count: 0, seed: 3}           # a missing axis takes every value of the grid's axis
+    placement: prefix                 # optional: prefix | suffix | random
+    readout: logits                   # optional: logits | generate
+    eval_batch_size: 32               # optional
+    description: "..."                # optional
+
+Every combination of base × trigger × rank × count × seed is a run, then each ``extra_runs``
+entry adds the product of its own values (a scalar or a list per axis). This is how a
+calibration cohort gets more clean seeds than poisoned ones (paper §7: 4 clean, 30 poisoned).
+A run that two entries describe is one run.
+
+A run's folder name is built from its parameters only, never from raw attacker-controlled
+text: ``{base}__{task}__t{sha256(trigger)[:8]}__k{count:03d}__s{seed}__r{rank}`` (plus
+``__p{placement}`` for a non-prefix placement). Grids that share a dataset and training
+settings therefore share run folders, so a sweep and a cohort written to one ``--out`` reuse
+each other's finished runs. The dataset, training settings and readout are not in the name:
+a run folder made with different ones is refused, never silently reused (see ``sweep.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from lorascan import config as cfgmod
+from lorascan.data.poison import PLACEMENTS
+from lorascan.errors import DataError, UsageError
+from lorascan.evaluate.readout import READOUTS
+from lorascan.train.config import TrainConfig
+
+AXES = ("base", "trigger", "count", "seed", "rank")   # the keys of an extra_runs entry
+GRID_AXES = {"base": "base", "trigger": "triggers", "count": "counts", "seed": "seeds", "rank": "ranks"}
+TASKS = ("label-word", "seq-cls")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_TAG = "@grid"
+_AXIS_TYPES = {"base": str, "trigger": str, "count": int, "seed": int, "rank": int}
+
+
+def trigger_tag(trigger: str) -> str:
+    """The 8-hex-digit tag that stands for a trigger in names (its SHA-256 prefix)."""
+    return hashlib.sha256(trigger.encode("utf-8")).hexdigest()[:8]
+
+
+def base_slug(base: str) -> str:
+    """A file-name-safe form of a base model name; long ones are cut and keep a hash."""
+    slug = re.sub(r"[^A-Za-z0-9.-]+", "_", base).strip("_.") or "base"
+    if len(slug) > 40:
+        slug = f"{slug[-31:].lstrip('_.')}-{hashlib.sha256(base.encode('utf-8')).hexdigest()[:8]}"
+    return slug
+
+
+@dataclass(frozen=True)
+class Run:
+    """One poison → train → evaluate run. ``train`` is the full training config (its
+    ``task``, ``rank`` and ``seed`` are the run's)."""
+
+    base: str
+    dataset: str
+    trigger: str
+    count: int
+    train: TrainConfig
+    placement: str = "prefix"
+    readout: str = "logits"
+
+    @property
+    def seed(self) -> int:
+        return self.train.seed
+
+    @property
+    def rank(self) -> int:
+        return self.train.rank
+
+    @property
+    def task(self) -> str:
+        return str(self.train.task)
+
+    @property
+    def id(self) -> str:
+        name = (f"{base_slug(self.base)}__{self.task}__t{trigger_tag(self.trigger)}"
+                f"__k{self.count:03d}__s{self.seed}__r{self.rank}")
+        return name if self.placement == "prefix" else f"{name}__p{self.placement}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The parameters as stored in ``run.json`` (JSON types only)."""
+        return json.loads(json.dumps({"base": self.base, "dataset": self.dataset, "trigger": self.trigger,
+                                      "count": self.count, "seed": self.seed, "rank": self.rank, "task": self.task,
+                                      "placement": self.placement, "readout": self.readout,
+                                      "train": cfgmod.to_dict(self.train)}))
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """A grid of runs (module docstring). Validated on construction."""
+
+    name: str
+    base: str | tuple[str, ...]
+    task: str
+    dataset: str
+    triggers: tuple[str, ...]
+    counts: tuple[int, ...]
+    seeds: tuple[int, ...]
+    ranks: tuple[int, ...]
+    train: dict[str, Any] = field(default_factory=dict)
+    extra_runs: tuple[dict[str, Any], ...] = ()
+    placement: str = "prefix"
+    readout: str = "logits"
+    eval_batch_size: int = 32
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.base, str):
+            object.__setattr__(self, "base", (self.base,))
+        if not _NAME.match(self.name):
+            raise UsageError(f"name: '{self.name[:40]}' must be 1-64 letters, digits, '.', '_' or '-'")
+        if self.task not in TASKS:
+            raise UsageError(f"task: unknown task '{self.task[:40]}' (use {', '.join(TASKS)})")
+        if not self.dataset.strip():
+            raise UsageError("dataset: must not be empty")
+        for key in ("base", "triggers", "counts", "seeds", "ranks"):
+            values = getattr(self, key)
+            if not values:
+                raise UsageError(f"{key}: the list is empty, so the grid has no runs")
+            dup = next((v for v in values if values.count(v) > 1), None)
+            if dup is not None:
+                raise UsageError(f"{key}: value {repr(dup)[:42]} is listed twice")
+        _check_axis_values({"base": self.base, "trigger": self.triggers, "count": self.counts,
+                            "seed": self.seeds, "rank": self.ranks}, "")
+        if self.placement not in PLACEMENTS:
+            raise UsageError(f"placement: unknown '{self.placement[:40]}' (use {', '.join(PLACEMENTS)})")
+        if self.readout not in READOUTS:
+            raise UsageError(f"readout: unknown '{self.readout[:40]}' (use {', '.join(READOUTS)})")
+        if self.readout == "generate" and self.task != "label-word":
+            raise UsageError("readout: 'generate' needs task label-word")
+        if self.eval_batch_size < 1:
+            raise UsageError(f"eval_batch_size: must be >= 1, got {self.eval_batch_size}")
+        self.train_config()  # validate the overrides now, not at the first run
+        for i, entry in enumerate(self.extra_runs):
+            self._extra_axes(entry, f"extra_runs[{i}]")
+
+    def train_config(self) -> TrainConfig:
+        """The training config shared by every run (before its rank and seed are set)."""
+        fixed = sorted({"task", "rank", "seed"} & set(self.train))
+        if fixed:
+            where = {"task": "task", "rank": "ranks", "seed": "seeds"}[fixed[0]]
+            raise UsageError(f"train.{fixed[0]}: set by the grid; use the top-level '{where}' key")
+        try:
+            cfg = cfgmod.from_dict(TrainConfig, dict(self.train), "train")
+        except UsageError as err:
+            msg = str(err)
+            raise UsageError(msg if msg.startswith("train") else f"train: {msg}") from None
+        return dataclasses.replace(cfg, task=self.task)
+
+    def _axes(self) -> dict[str, tuple]:
+        return {"base": self.base, "trigger": self.triggers, "count": self.counts, "seed": self.seeds,
+                "rank": self.ranks}
+
+    def _extra_axes(self, entry: Any, where: str) -> dict[str, tuple]:
+        if not isinstance(entry, dict):
+            raise UsageError(f"{where}: expected a mapping of {', '.join(AXES)}")
+        unknown = sorted(set(entry) - set(AXES))
+        if unknown:
+            raise UsageError(f"{where}: unknown key '{str(unknown[0])[:40]}' (known: {', '.join(AXES)})")
+        axes = dict(self._axes())
+        for key, value in entry.items():
+            values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
+            if not values:
+                raise UsageError(f"{where}.{key}: the list is empty")
+            axes[key] = values
+        _check_axis_values({k: axes[k] for k in entry}, f"{where}.")
+        return axes
+
+    def runs(self) -> list[Run]:
+        """Every run, in order: seed by seed (so the first seed's curve is complete first),
+        then base, trigger, rank, count; then the extra runs. Duplicates appear once."""
+        train = self.train_config()
+        seen: dict[str, Run] = {}
+        blocks = [self._axes()] + [self._extra_axes(e, f"extra_runs[{i}]") for i, e in enumerate(self.extra_runs)]
+        for axes in blocks:
+            for run in self._product(axes, train):
+                seen.setdefault(run.id, run)
+        return list(seen.values())
+
+    def _product(self, axes: dict[str, tuple], train: TrainConfig) -> Iterator[Run]:
+        for seed, base, trigger, rank, count in itertools.product(
+                axes["seed"], axes["base"], axes["trigger"], axes["rank"], axes["count"]):
+            cfg = dataclasses.replace(train, rank=rank, seed=seed)
+            yield Run(base, self.dataset, trigger, count, cfg, self.placement, self.readout)
+
+    def to_dict(self) -> dict[str, Any]:
+        return cfgmod.to_dict(self)
+
+
+def _check_axis_values(axes: dict[str, tuple], prefix: str) -> None:
+    for key, values in axes.items():
+        name = f"{prefix}{GRID_AXES[key] if not prefix else key}"
+        for v in values:
+            want = _AXIS_TYPES[key]
+            if isinstance(v, bool) or not isinstance(v, want):
+                raise UsageError(f"{name}: expected {'a string' if want is str else 'an integer'}, "
+                                 f"got {type(v).__name__} {str(v)[:40]!r}")
+            if want is str and not v.strip():
+                raise UsageError(f"{name}: must not be an empty string")
+            if key == "count" and v < 0:
+                raise UsageError(f"{name}: k must be >= 0, got {v}")
+            if key == "seed" and v < 0:
+                raise UsageError(f"{name}: seeds must be >= 0, got {v}")
+            if key == "rank" and v < 1:
+                raise UsageError(f"{name}: rank must be >= 1, got {v}")
+
+
+def parse_grid(data: Any, where: str = "grid") -> GridConfig:
+    """A grid from a parsed mapping; errors name the file (``where``) and the key."""
+    if isinstance(data, dict):
+        known = {f.name: f for f in dataclasses.fields(GridConfig)}
+        unknown = sorted(str(k) for k in set(data) - set(known))
+        if unknown:
+            raise UsageError(f"{where}: unknown key '{unknown[0][:40]}' (known: {', '.join(sorted(known))})")
+        required = [n for n, f in known.items()
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [n for n in required if n not in data]
+        if missing:
+            raise UsageError(f"{where}: missing key '{missing[0]}' (required: {', '.join(required)})")
+    try:
+        return cfgmod.from_dict(GridConfig, data, _TAG)
+    except UsageError as err:  # from_dict says "<tag>.key: ..." or "<tag>: ..."; name the file instead
+        msg = str(err)
+        if msg.startswith(_TAG):
+            msg = msg[len(_TAG):].lstrip(".:").lstrip()
+        raise UsageError(f"{where}: {msg}") from None
+
+
+def load_grid(path: str | Path) -> GridConfig:
+    """Read a grid file: ``.json`` as JSON, anything else as YAML (a superset of JSON)."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(f"grid config not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"cannot read grid config {path}: {getattr(err, 'strerror', None) or err}") from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DataError(f"grid config {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: "
+                        f"{first}") from None
+    if data is None:
+        raise UsageError(f"{path.name}: the file is empty, so the grid has no runs")
+    return parse_grid(data, path.name)
