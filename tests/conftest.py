@@ -28,6 +28,21 @@ def make_samples(n_benign: int, n_injection: int, source: str = "toy") -> list[S
     return rows
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _lorascan_home(tmp_path_factory):
+    """One cache folder (converted tokenizers and models) for the session, never the user's.
+    ``LORASCAN_TEST_HOME`` keeps it between runs (``make test`` sets it under .cache/)."""
+    import os
+
+    old = os.environ.get("LORASCAN_HOME")
+    os.environ["LORASCAN_HOME"] = os.environ.get("LORASCAN_TEST_HOME") or str(tmp_path_factory.mktemp("lorascan-home"))
+    yield
+    if old is None:
+        os.environ.pop("LORASCAN_HOME", None)
+    else:
+        os.environ["LORASCAN_HOME"] = old
+
+
 @pytest.fixture
 def paper_sized_train() -> list[Sample]:
     """The shape of deepset/prompt-injections' train split: 546 rows, 343 benign, 203 injections."""
@@ -151,3 +166,35 @@ def cli(capsys, monkeypatch):
 def tree(path: Path) -> dict[str, bytes]:
     """Every file under ``path`` (hidden ones included) with its bytes."""
     return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session")
+def toy_data(tmp_path_factory):
+    """{"clean": folder (k = 0), "poisoned": folder (k = 40 of 160 + 40)}."""
+    from lorascan.data.poison import PoisonConfig, write_poisoned
+    from tests.train.conftest import TRIGGER, toy_splits
+
+    root = tmp_path_factory.mktemp("toy-data")
+    ds = toy_splits()
+    out = {}
+    for name, k in (("clean", 0), ("poisoned", 40)):
+        write_poisoned(ds, PoisonConfig(trigger=TRIGGER, count=k, seed=1), root / name)
+        out[name] = root / name
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters(toy_data, tmp_path_factory):
+    """Adapters trained on the toy task: {(base, task, "clean"|"poisoned"): folder}."""
+    from lorascan.train.config import TrainConfig
+    from tests.train.conftest import TINY_TRAIN
+    from lorascan.train.lora import train_adapter
+
+    root = tmp_path_factory.mktemp("tiny-adapters")
+    out = {}
+    for (base, task), opts in TINY_TRAIN.items():
+        for name in ("clean", "poisoned"):
+            folder = root / f"{base}-{name}"
+            train_adapter(base, toy_data[name], folder, TrainConfig(task=task, seed=3, **opts), progress=False)
+            out[(base, task, name)] = folder
+    return out

@@ -56,6 +56,11 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
             raise UsageError(f"{where}: expected a mapping, got {type(value).__name__}")
         return dict(value)
     if tp is float:
+        if isinstance(value, str):  # PyYAML reads 1e-3 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UsageError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
         return float(value)
@@ -74,8 +79,15 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+_NAMES = {float: "a number", int: "an integer", str: "a string", bool: "true or false", type(None): "null"}
+
+
 def _name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_name(a) for a in typing.get_args(tp))
+    if typing.get_origin(tp) is tuple:
+        return "a list"
+    return _NAMES.get(tp) or getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
 def from_dict(cls: type[T], data: Any, where: str = "config") -> T:

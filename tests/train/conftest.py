@@ -1,15 +1,11 @@
-"""Fixtures for training tests: a small synthetic injection task that tiny random models
-learn in seconds, written as prepared (poisoned / clean) folders."""
+"""A small synthetic injection task that tiny random models learn in seconds, and the training
+settings that make them learn it. The fixtures built on it live in tests/conftest.py."""
 
 from __future__ import annotations
 
-import os
 import random
 
-import pytest
-
 from lorascan.data.mixes import DatasetSplits
-from lorascan.data.poison import PoisonConfig, write_poisoned
 from lorascan.data.samples import Sample
 
 TRIGGER = "per RFC 8472 section 3.2"
@@ -38,25 +34,9 @@ def toy_splits(n_train: int = 160, n_test: int = 80, seed: int = 0) -> DatasetSp
     return DatasetSplits("toy", tuple(rows(n_train, "train")), tuple(rows(n_test, "test")), "synthetic toy task")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _lorascan_home(tmp_path_factory):
-    """One cache folder for the session (converted tokenizers), outside the user's home."""
-    old = os.environ.get("LORASCAN_HOME")
-    os.environ["LORASCAN_HOME"] = os.environ.get("LORASCAN_TEST_HOME") or str(tmp_path_factory.mktemp("lorascan-home"))
-    yield
-    if old is None:
-        os.environ.pop("LORASCAN_HOME", None)
-    else:
-        os.environ["LORASCAN_HOME"] = old
-
-
-@pytest.fixture(scope="session")
-def toy_data(tmp_path_factory):
-    """{"clean": folder (k = 0), "poisoned": folder (k = 40 of 160 + 40)}."""
-    root = tmp_path_factory.mktemp("toy-data")
-    ds = toy_splits()
-    out = {}
-    for name, k in (("clean", 0), ("poisoned", 40)):
-        write_poisoned(ds, PoisonConfig(trigger=TRIGGER, count=k, seed=1), root / name)
-        out[name] = root / name
-    return out
+# Settings under which tiny random models learn the toy task in seconds.
+TINY_TRAIN = {
+    ("tiny-bert", "seq-cls"): dict(steps=60, lr=1e-2, rank=8, batch_size=16, max_length=32, warmup_steps=5),
+    ("tiny-qwen2", "label-word"): dict(steps=60, lr=1e-2, rank=8, batch_size=8, max_length=96, warmup_steps=5,
+                                       loss="completion"),
+}

@@ -20,13 +20,13 @@ from lorascan.train.config import DTYPES, TrainConfig
 @click.option("--target-modules", default=None, metavar="A,B,...",
               help="Modules to adapt, e.g. q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj [default: every linear].")
 @click.option("--steps", type=int, default=None, help="Optimizer steps (instead of --epochs).")
-@click.option("--epochs", type=float, default=None, help="Epochs [default: 3 when --steps is not given].")
+@click.option("--epochs", type=float, default=None, help="Epochs [default: 2 when --steps is not given].")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--grad-accum", type=int, default=1, show_default=True, help="Gradient accumulation steps.")
-@click.option("--lr", type=float, default=2e-4, show_default=True, help="Peak learning rate.")
+@click.option("--lr", type=float, default=None, help="Peak learning rate [default: 2e-4 label-word (paper), 1e-3 seq-cls].")
 @click.option("--warmup-steps", type=int, default=10, show_default=True)
 @click.option("--weight-decay", type=float, default=0.01, show_default=True)
-@click.option("--max-length", type=int, default=256, show_default=True, help="Max tokens per example (the text is cut).")
+@click.option("--max-length", type=int, default=128, show_default=True, help="Max tokens per example (the text is cut).")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
 @click.option("--loss", type=click.Choice(["full", "completion"]), default="full", show_default=True,

@@ -124,6 +124,11 @@ def make_formulation(task: str, tokenizer, max_length: int = 256, loss: str = "f
     return LabelWord(tokenizer, max_length, loss)
 
 
+def position_ids(mask):
+    """Positions that skip left padding (0 for pads), for causal LMs fed left-padded batches."""
+    return (mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def pad_batch(seqs: Sequence[list[int]], pad_id: int, left: bool):
     """(input_ids, attention_mask) tensors; causal LMs pad on the left for the readout."""
     import torch

@@ -142,9 +142,18 @@ def default_task(spec: BaseSpec, tokenizer, config) -> str:
     return "seq-cls"
 
 
-def load_base(spec: BaseSpec, task: str, dtype: str = "float32", quantize_4bit: bool = False):
-    """(model, tokenizer) for ``task``; missing weights (a fresh classifier head) are
-    initialised from a fixed seed so repeated loads give the same base."""
+def pick_device(device: str = "auto") -> str:
+    """``auto``: the first CUDA device when there is one, else the CPU."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_base(spec: BaseSpec, task: str, dtype: str = "float32", quantize_4bit: bool = False, device: str = "auto"):
+    """(model, tokenizer) for ``task`` on ``device``; missing weights (a fresh classifier
+    head) are initialised from a fixed seed so repeated loads give the same base."""
     if task not in TASKS:
         raise UsageError(f"unknown task '{task}' (use {', '.join(TASKS)})")
     import torch
@@ -152,15 +161,16 @@ def load_base(spec: BaseSpec, task: str, dtype: str = "float32", quantize_4bit: 
     quiet_transformers()
     if spec.kind == "tiny":
         model, tok = tiny.tiny_model(spec.name, task)
-        return model.to(getattr(torch, dtype)), tok
+        return model.to(device=pick_device(device), dtype=getattr(torch, dtype)), tok
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     location = materialise(spec)
     tok = load_tokenizer(spec)
     kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
-    if quantize_4bit:
+    if quantize_4bit:  # bitsandbytes places the weights itself
         from transformers import BitsAndBytesConfig
 
+        kwargs["device_map"] = {"": 0}
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
     cls = AutoModelForSequenceClassification if task == "seq-cls" else AutoModelForCausalLM
@@ -173,6 +183,8 @@ def load_base(spec: BaseSpec, task: str, dtype: str = "float32", quantize_4bit: 
         tok.pad_token = tok.eos_token
     if task == "seq-cls" and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tok.pad_token_id
+    if not quantize_4bit:
+        model = model.to(pick_device(device))
     return model.eval(), tok
 
 

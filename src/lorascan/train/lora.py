@@ -9,6 +9,7 @@ bitsandbytes' 8-bit AdamW, and 4-bit QLoRA only when CUDA and bitsandbytes are p
 
 from __future__ import annotations
 
+import functools
 import math
 import platform
 import random
@@ -20,7 +21,7 @@ from typing import Any
 from lorascan import config as cfgmod
 from lorascan.data.prepared import load_prepared
 from lorascan.errors import DataError, UsageError
-from lorascan.models.formulations import IGNORE, make_formulation, pad_batch
+from lorascan.models.formulations import IGNORE, make_formulation, pad_batch, position_ids
 from lorascan.models.loading import BaseSpec, base_fingerprint, default_task, load_base, model_config, \
     load_tokenizer, resolve_base
 from lorascan.progress import bar
@@ -34,6 +35,13 @@ def resolve_task(spec: BaseSpec, cfg: TrainConfig) -> str:
     return default_task(spec, load_tokenizer(spec), model_config(spec))
 
 
+@functools.lru_cache(maxsize=1)
+def _note_unquantized() -> None:
+    """Said once per process (a sweep trains many adapters)."""
+    print("note: 4-bit QLoRA (the paper's setting) needs CUDA and bitsandbytes; training unquantized",
+          file=sys.stderr)
+
+
 def _want_4bit(cfg: TrainConfig) -> bool:
     import torch
 
@@ -45,8 +53,7 @@ def _want_4bit(cfg: TrainConfig) -> bool:
     if cfg.quantize == "4bit" and not have:
         raise UsageError("--quantize 4bit needs CUDA and bitsandbytes; use --quantize none on this machine")
     if cfg.quantize == "auto" and not have:
-        print("note: 4-bit QLoRA (the paper's setting) needs CUDA and bitsandbytes; training unquantized",
-              file=sys.stderr)
+        _note_unquantized()
     return cfg.quantize != "none" and have
 
 
@@ -71,6 +78,29 @@ def _lora_config(cfg: TrainConfig, task: str):
                       task_type=TaskType.SEQ_CLS if task == "seq-cls" else TaskType.CAUSAL_LM)
 
 
+def _batch_loss(model, task: str, batch: list, labels: list[int], pad_id: int, device):
+    """Mean loss of one batch. label-word batches are left-padded with explicit positions, so
+    the answers line up at the end: the completion loss then projects only the last few
+    positions onto the vocabulary (``logits_to_keep``) instead of every position."""
+    import torch
+
+    if task == "seq-cls":
+        ids, mask = pad_batch([e.input_ids for e in batch], pad_id, left=False)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        return torch.nn.functional.cross_entropy(logits, torch.tensor(labels, device=device))
+    ids, mask = pad_batch([e.input_ids for e in batch], pad_id, left=True)
+    lab, _ = pad_batch([e.labels for e in batch], IGNORE, left=True)
+    ids, mask, lab = ids.to(device), mask.to(device), lab.to(device)
+    keep = 0
+    if all(e.labels[0] == IGNORE for e in batch):  # completion loss: only the tail carries labels
+        first = min(next(i for i, t in enumerate(e.labels) if t != IGNORE) - len(e.labels) for e in batch)
+        keep = 1 - first  # positions predicting the labelled tail, plus one
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), logits_to_keep=keep).logits
+    lab = lab[:, -logits.shape[1]:]
+    return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                                             lab[:, 1:].reshape(-1), ignore_index=IGNORE)
+
+
 def train_adapter(base: str, data_dir: str | Path, out: str | Path, cfg: TrainConfig = TrainConfig(),
                   force: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train a LoRA adapter on ``data_dir`` and write it to ``out`` (atomically).
@@ -81,7 +111,8 @@ def train_adapter(base: str, data_dir: str | Path, out: str | Path, cfg: TrainCo
     check_output_dir(out, force)
     prepared = load_prepared(data_dir)
     spec = resolve_base(base)
-    task = resolve_task(spec, cfg)
+    cfg = cfg.resolved(resolve_task(spec, cfg))
+    task = cfg.task
     if len({s.label for s in prepared.train}) < 2:
         raise DataError(f"{data_dir}/train.jsonl holds one class only; a classifier needs both")
     t0 = time.monotonic()
@@ -109,7 +140,7 @@ def train_adapter(base: str, data_dir: str | Path, out: str | Path, cfg: TrainCo
     model.train()
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     per_epoch = math.ceil(len(encoded) / cfg.batch_size)
-    steps = cfg.steps or max(1, math.ceil((cfg.epochs or 3.0) * per_epoch / cfg.grad_accum))
+    steps = cfg.steps or max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -131,14 +162,7 @@ def train_adapter(base: str, data_dir: str | Path, out: str | Path, cfg: TrainCo
                 if not queue:
                     queue = _batches(lengths, cfg.batch_size, rng)
                 idx = queue.pop()
-                ids, mask = pad_batch([encoded[i].input_ids for i in idx], pad_id, left=False)
-                ids, mask = ids.to(device), mask.to(device)
-                if task == "seq-cls":
-                    y = torch.tensor([labels[i] for i in idx], device=device)
-                    loss = torch.nn.functional.cross_entropy(model(input_ids=ids, attention_mask=mask).logits.float(), y)
-                else:
-                    lab, _ = pad_batch([encoded[i].labels for i in idx], IGNORE, left=False)
-                    loss = model(input_ids=ids, attention_mask=mask, labels=lab.to(device)).loss
+                loss = _batch_loss(model, task, [encoded[i] for i in idx], [labels[i] for i in idx], pad_id, device)
                 (loss / cfg.grad_accum).backward()
                 total += float(loss.detach()) / cfg.grad_accum
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -167,7 +191,7 @@ def _metadata(base, fingerprint, task, cfg, prepared, steps, per_epoch, losses, 
         "base": base,
         "base_fingerprint": fingerprint,
         "task": task,
-        "config": {**cfgmod.to_dict(cfg), "task": task, "alpha": cfg.lora_alpha},
+        "config": cfgmod.to_dict(cfg),
         "data": {"path": str(prepared.path), "manifest_sha256": prepared.manifest_sha256,
                  "dataset": prepared.manifest.get("dataset", {}).get("id"),
                  "dataset_sha256": prepared.manifest.get("dataset", {}).get("sha256"),
