@@ -218,17 +218,17 @@ def test_roc_plot_is_written(tmp_path):
 
 def test_registry_is_explicit_and_resettable():
     fresh = register_builtin_detectors(Registry("detector"))
-    assert fresh.names() == ["weights"] and fresh is not DETECTORS
-    assert register_builtin_detectors(fresh).names() == ["weights"]  # idempotent
+    assert fresh.names() == ["behavioral", "weights"] and fresh is not DETECTORS
+    assert register_builtin_detectors(fresh).names() == ["behavioral", "weights"]  # idempotent
     with pytest.raises(UsageError, match="unknown detector"):
         Registry("detector").create("weights")
 
 
 @pytest.mark.parametrize("name", register_builtin_detectors(Registry("detector")).names())
-def test_every_registered_detector_honours_the_contract(tmp_path, name):
-    make_adapter(tmp_path / "ad")
+def test_every_registered_detector_honours_the_contract(tiny_adapters, name):
+    """Every detector scans a real (tiny) poisoned adapter with its lorascan.json and data."""
     det = register_builtin_detectors(Registry("detector")).create(name)
-    result = det.scan(tmp_path / "ad")
+    result = det.scan(tiny_adapters[("tiny-bert", "seq-cls", "poisoned")])
     assert result.detector == name == det.name
     assert result.detector_args == det.args
     json.dumps(result.to_dict())

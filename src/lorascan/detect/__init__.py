@@ -21,7 +21,13 @@ def _weights(**kwargs: Any) -> Detector:
     return WeightDetector(**kwargs)
 
 
-BUILTIN = {"weights": _weights}
+def _behavioral(**kwargs: Any) -> Detector:
+    from lorascan.detect.behavioral import BehavioralDetector
+
+    return BehavioralDetector(**kwargs)
+
+
+BUILTIN = {"weights": _weights, "behavioral": _behavioral}
 
 
 def register_builtin_detectors(registry: Registry[Detector] = DETECTORS) -> Registry[Detector]:

@@ -104,6 +104,11 @@ def materialise(spec: BaseSpec) -> str:
     src = Path(spec.location)
     tok = _from_pretrained(AutoTokenizer, str(src.parent), gguf_file=src.name)
     model = _from_pretrained(AutoModelForCausalLM, str(src.parent), gguf_file=src.name)
+    # the weights are already de-quantized to float tensors; drop the GGUF marker that
+    # stops transformers from saving them
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
 
     class _Both:
         def save_pretrained(self, out: str) -> None:
@@ -149,6 +154,13 @@ def pick_device(device: str = "auto") -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_task_for(spec: BaseSpec) -> str:
+    """:func:`default_task` without building a tiny model just to read its config."""
+    if spec.kind == "tiny":
+        return "seq-cls" if spec.name == "tiny-bert" else "label-word"
+    return default_task(spec, load_tokenizer(spec), model_config(spec))
 
 
 def load_base(spec: BaseSpec, task: str, dtype: str = "float32", quantize_4bit: bool = False, device: str = "auto"):

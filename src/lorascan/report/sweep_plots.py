@@ -7,20 +7,18 @@ characters escaped and mathtext parsing off, next to their hash tag.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 from lorascan.errors import DataError
+from lorascan.report.figures import matplotlib_figure, plot_label, save_figure
 
 ASR_COLOR, CLEAN_COLOR = "#c0392b", "#2471a3"
 
 
 def _short(text: str, limit: int = 36) -> str:
-    s = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
-    return s if len(s) <= limit else s[: limit - 1] + "…"
+    return plot_label(text, limit)
 
 
 def _layout(panels: Sequence[dict[str, Any]]) -> tuple[list[tuple], list[str], dict[tuple, dict]]:
@@ -74,16 +72,11 @@ def _draw_panel(ax, panel: dict[str, Any]) -> None:
 
 def figure(summary: dict[str, Any]):
     """The matplotlib Figure of a summary's panels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
     panels = summary["panels"]
     if not panels:
         raise DataError("the sweep has no finished runs to plot")
     rows, cols, cells = _layout(panels)
-    fig = Figure(figsize=(4.6 * len(cols), 3.9 * len(rows)), layout="constrained")
+    fig = matplotlib_figure(figsize=(4.6 * len(cols), 3.9 * len(rows)), layout="constrained")
     axes = fig.subplots(len(rows), len(cols), squeeze=False, sharey=True)
     for i, row in enumerate(rows):
         for j, trig in enumerate(cols):
@@ -102,28 +95,11 @@ def figure(summary: dict[str, Any]):
     return fig
 
 
-def _save(fig, path: Path) -> Path:
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-        os.close(fd)
-    except OSError as err:
-        raise DataError(f"cannot write plot {path}: {err.strerror}") from None
-    try:
-        fig.savefig(tmp, dpi=120, metadata={"Date": None} if path.suffix == ".svg" else None)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except (OSError, ValueError) as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise DataError(f"cannot write plot {path}: {err}") from None
-    return path
-
-
 def write_sweep_plots(summary: dict[str, Any], stem: str | os.PathLike, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
     """Write the summary's figure as ``{stem}.png`` and ``{stem}.svg`` (atomically)."""
     fig = figure(summary)
     stem = Path(stem)
-    return [_save(fig, stem.with_name(f"{stem.name}.{fmt}")) for fmt in formats]
+    return [save_figure(fig, stem.with_name(f"{stem.name}.{fmt}")) for fmt in formats]
 
 
 def write_sweep_report(sweep_dir: str | os.PathLike, dest: str | os.PathLike | None = None,

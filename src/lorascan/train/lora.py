@@ -22,8 +22,7 @@ from lorascan import config as cfgmod
 from lorascan.data.prepared import load_prepared
 from lorascan.errors import DataError, UsageError
 from lorascan.models.formulations import IGNORE, make_formulation, pad_batch, position_ids
-from lorascan.models.loading import BaseSpec, base_fingerprint, default_task, load_base, model_config, \
-    load_tokenizer, resolve_base
+from lorascan.models.loading import BaseSpec, base_fingerprint, default_task_for, load_base, resolve_base
 from lorascan.progress import bar
 from lorascan.records import atomic_dir, check_output_dir, record_header, write_json_atomic
 from lorascan.train.config import TrainConfig
@@ -32,7 +31,7 @@ from lorascan.train.config import TrainConfig
 def resolve_task(spec: BaseSpec, cfg: TrainConfig) -> str:
     if cfg.task:
         return cfg.task
-    return default_task(spec, load_tokenizer(spec), model_config(spec))
+    return default_task_for(spec)
 
 
 @functools.lru_cache(maxsize=1)

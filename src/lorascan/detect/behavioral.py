@@ -1,0 +1,187 @@
+"""Behavioural detector (paper §7): probe an adapter with a battery of prefixes and summarise
+the per-probe attack rates r without knowing the trigger.
+
+- ``mean_attack_rate`` = mean(r): a backdoor that generalises at the token-feature level raises
+  the rates of many probes (an RFC trigger fires on other RFC citations, paper §6).
+- ``outlier_gap`` = max(r) - mean(r): one probe (or a few) far above the rest.
+
+Views (paper §7): B leaves out the trigger category and the adapter's known trigger, C also the
+RFC-family categories; A keeps everything (trivially separable when the trigger is in the
+battery). A verdict needs a profile from :func:`calibrate_records` (``lorascan calibrate``):
+flag the adapter when any decision score is strictly above its FPR=0 threshold, the largest
+score of a clean cohort adapter (the paper's thresholds on the 1.5B cohort: B gap > .025, mean
+> .008). Without a profile, or with one for another base model, formulation, battery, view or
+readout, the verdict is "uncalibrated".
+
+Deviation from the paper: the scores are always oriented "+" (flag when above); the generic
+calibration picks the better of both directions, which for attack rates would flag adapters
+that resist the probes, so the fixed orientation is kept even when a cohort's AUC is below .5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from lorascan.config import to_dict
+from lorascan.detect.base import Detector, DetectorResult, Verdict
+from lorascan.detect.calibrate import (FPR_LEVELS, auc_mann_whitney, auc_trapezoid_ordered, bootstrap_ci,
+                                       fpr0_threshold, roc_points, tpr_at_fpr)
+from lorascan.detect.profile import CohortEntry, FeatureCalibration, Profile, same_base_model, verdict
+from lorascan.errors import DataError, UsageError
+from lorascan.probe.batteries import VIEWS, Battery, load_battery
+from lorascan.registry import Registry
+
+NAME = "behavioral"
+SCORES = ("outlier_gap", "mean_attack_rate")
+CONDITIONS = ("task", "battery", "battery_sha256", "view", "readout")
+
+
+@dataclass(frozen=True)
+class BehavioralConfig:
+    """How to probe. ``battery``: a built-in name or a battery file; ``view``: A, B or C;
+    ``base``/``data``: default to the adapter's lorascan.json; ``exclude``: extra trigger
+    strings every view drops."""
+
+    battery: str = "paper-21"
+    view: str = "B"
+    base: str | None = None
+    data: str | None = None
+    readout: str = "logits"
+    batch_size: int = 32
+    exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.view not in VIEWS:
+            raise UsageError(f"unknown view '{self.view}' (use {', '.join(VIEWS)})")
+        if self.readout not in ("logits", "generate"):
+            raise UsageError(f"unknown readout '{self.readout}' (use logits, generate)")
+        if self.batch_size < 1:
+            raise UsageError(f"batch size must be >= 1, got {self.batch_size}")
+
+
+def context_of(record: Mapping[str, Any]) -> dict[str, Any]:
+    """What a profile must match (base model and :data:`CONDITIONS`) for a probe record."""
+    return {"base_model": record.get("base"), **{k: record.get(k) for k in CONDITIONS}}
+
+
+def behavioral_verdict(scores: Mapping[str, float | None], profile: Profile | None,
+                       context: Mapping[str, Any]) -> Verdict:
+    if profile is None:
+        return Verdict("uncalibrated", ("no profile: calibrate one on labelled adapters of this base model "
+                                        "(lorascan calibrate COHORT_DIR --battery NAME --view B) and pass it with --profile",))
+    if profile.detector != NAME:
+        raise UsageError(f"profile {profile.name} is for the {profile.detector!r} detector, not {NAME!r}")
+    return verdict(scores, profile, context)
+
+
+def load_behavioral_profile(path: str | Path) -> Profile:
+    profile = Profile.load(path)
+    if profile.detector != NAME:
+        raise UsageError(f"profile {path} is for the {profile.detector!r} detector, not {NAME!r}")
+    return profile
+
+
+def result_from_record(record: Mapping[str, Any], profile: Profile | None, args: Mapping[str, Any]) -> DetectorResult:
+    """The detector result of a probe record (already restricted to its view)."""
+    scores = {k: float(record[k]) for k in SCORES}
+    context = context_of(record)
+    return DetectorResult(
+        detector=NAME, detector_args=dict(args), scores=scores, verdict=behavioral_verdict(scores, profile, context),
+        details={"context": context, "battery": record["battery"], "view": record["view"],
+                 "probes": list(record["probes"]), "categories": dict(record["categories"]),
+                 "excluded": list(record.get("excluded", [])), "n_injections": record.get("n_injections")})
+
+
+class BehavioralDetector(Detector):
+    """The paper's behavioural detector (§7) behind the common protocol. Scanning runs the
+    adapter on the battery (base model and data from the arguments or the adapter's
+    lorascan.json)."""
+
+    name = NAME
+
+    def __init__(self, battery: str = "paper-21", view: str = "B", base: str | None = None, data: str | None = None,
+                 readout: str = "logits", batch_size: int = 32, exclude: Sequence[str] = (), progress: bool = False):
+        self.config = BehavioralConfig(battery, view, base, data, readout, batch_size, tuple(exclude))
+        self.progress = progress
+        self._battery: Battery | None = None
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return to_dict(self.config)
+
+    @property
+    def battery(self) -> Battery:
+        if self._battery is None:
+            self._battery = load_battery(self.config.battery)
+        return self._battery
+
+    def probe(self, adapter: str | Path, classifier: Any = None, pool: Any = None) -> dict[str, Any]:
+        """The probe record of ``adapter`` on this detector's battery view."""
+        from lorascan.probe.generalization import run_probe
+
+        c = self.config
+        return run_probe(adapter, self.battery, c.view, base=c.base, data_dir=c.data, exclude=c.exclude,
+                         readout=c.readout, batch_size=c.batch_size, progress=self.progress,
+                         classifier=classifier, pool=pool)
+
+    def scan(self, adapter: str | Path, profile: Profile | None = None) -> DetectorResult:
+        return result_from_record(self.probe(adapter), profile, self.args)
+
+
+def register(registry: Registry[Detector]) -> Registry[Detector]:
+    """Add the behavioural detector to ``registry`` (e.g. ``lorascan.detect.DETECTORS``) unless
+    it is there; returns the registry."""
+    if NAME not in registry:
+        registry.register(NAME, BehavioralDetector)
+    return registry
+
+
+def _calibrate_plus(name: str, scores: Sequence[float], labels: Sequence[int], n_boot: int,
+                    seed: int) -> FeatureCalibration:
+    """:func:`lorascan.detect.calibrate.calibrate_feature` with the direction fixed to "+"."""
+    threshold, recall = fpr0_threshold(scores, labels, "+")
+    ci = bootstrap_ci(scores, labels, "+", n_boot, seed)
+    n_pos = sum(int(y) for y in labels)
+    return FeatureCalibration(
+        feature=name, direction="+", threshold=threshold, auc=auc_mann_whitney(scores, labels, "+"),
+        auc_trapezoid=auc_trapezoid_ordered(scores, labels, "+"), recall=recall,
+        tpr_at_fpr=tuple((lvl, *tpr_at_fpr(scores, labels, "+", lvl)) for lvl in FPR_LEVELS),
+        auc_ci=ci["auc"], recall_ci=ci["recall"], n_clean=len(labels) - n_pos, n_poisoned=n_pos,
+        roc=tuple(roc_points(scores, labels, "+")))
+
+
+def _shared(records: Sequence[Mapping[str, Any]], key: str) -> Any:
+    values = {str(r.get(key)) for r in records}
+    if len(values) != 1:
+        raise DataError(f"the cohort mixes {key} values ({', '.join(sorted(values))}); calibrate one profile per {key}")
+    return records[0].get(key)
+
+
+def calibrate_records(names: Sequence[str], labels: Sequence[int], records: Sequence[Mapping[str, Any]],
+                      battery: Battery, view: str, *, decision: Sequence[str] = SCORES, n_boot: int = 2000,
+                      seed: int = 0, notes: Sequence[str] = ()) -> Profile:
+    """A behavioural :class:`Profile` from labelled probe records (any view of ``battery``;
+    each is cut down to ``view``, dropping its own known triggers in B and C)."""
+    from lorascan.probe.generalization import restrict_record
+
+    if not records or len(names) != len(records) or len(labels) != len(records):
+        raise DataError("calibration needs one probe record and one label per adapter")
+    if len(set(names)) != len(names):
+        raise DataError("cohort adapter names must be unique")
+    unknown = [d for d in decision if d not in SCORES]
+    if not decision or unknown:
+        raise UsageError(f"decision scores must be among {', '.join(SCORES)}")
+    viewed = [restrict_record(dict(r), battery, view) for r in records]
+    bases = [r.get("base") for r in viewed]
+    if any(not same_base_model(bases[0], b) for b in bases):
+        raise DataError(f"the cohort mixes base models ({', '.join(sorted(set(map(str, bases))))}); "
+                        "calibrate one profile per base model")
+    conditions = {k: str(_shared(viewed, k)) for k in CONDITIONS}
+    cals = tuple(_calibrate_plus(s, [r[s] for r in viewed], labels, n_boot, seed) for s in SCORES)
+    cohort = tuple(CohortEntry(n, int(y), {s: r[s] for s in SCORES}) for n, y, r in zip(names, labels, viewed))
+    args = {"battery": battery.name, "view": view, "readout": conditions["readout"]}
+    return Profile(detector=NAME, view=view, base_model=bases[0], conditions=tuple(sorted(conditions.items())),
+                   decision=tuple(decision), features=cals, cohort=cohort, n_boot=n_boot, seed=seed,
+                   notes=tuple(notes), detector_args=tuple(sorted(args.items())))
