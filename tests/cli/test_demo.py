@@ -1,4 +1,4 @@
-"""``lorascan demo`` on the session's offline-pi build (the dataset is not built again)."""
+"""``lorascan demo`` end to end, on the session's offline-pi build with a tiny model."""
 
 from __future__ import annotations
 
@@ -8,19 +8,27 @@ from lorascan.data import mixes
 from lorascan.data.samples import read_jsonl
 
 
-def test_demo_writes_the_paper_trigger_at_4_percent(cli, tmp_path, offline_pi, monkeypatch):
+def test_demo_runs_every_step(cli, tmp_path, offline_pi, monkeypatch):
     monkeypatch.setattr(mixes, "resolve", lambda spec, *a, **k: offline_pi if spec == "offline-pi" else None)
-    result = cli("demo", "--out", tmp_path / "demo")
-    assert result.code == 0 and result.err == ""
+    out = tmp_path / "demo"
+    result = cli("demo", "--out", out, "--base", "tiny-bert", "--steps", "2", "--quiet")
+    assert result.code == 0, result.err
     n = len(offline_pi.train)
     k = round(0.04 * n / 0.96)
     assert f"offline-pi: {n} train / {len(offline_pi.test)} test rows" in result.out
     assert f"poisoned with 'per RFC 8472 section 3.2': k={k} of {n + k} rows" in result.out
-    out = tmp_path / "demo" / "poison-rfc-r04"
-    m = json.loads((out / "manifest.json").read_text())
+    m = json.loads((out / "poison-rfc-r04" / "manifest.json").read_text())
     assert (m["count"], m["trigger"], m["seed"], m["dataset"]["sha256"]) == \
         (k, "per RFC 8472 section 3.2", 42, offline_pi.sha256())
-    assert sum(s.poisoned for s in read_jsonl(out / "train.jsonl")) == k
-    # a second run replaces its own output folder
-    assert cli("demo", "--out", tmp_path / "demo").code == 0
-    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["poison-rfc-r04"]
+    assert sum(s.poisoned for s in read_jsonl(out / "poison-rfc-r04" / "train.jsonl")) == k
+    ev = json.loads((out / "eval.json").read_text())
+    assert ev["n_test"] == len(offline_pi.test) and f"attack success rate {ev['attack_success_rate']:.3f}" in result.out
+    probe = json.loads((out / "probe-B.json").read_text())
+    assert probe["view"] == "B" and probe["n_probes"] == 20
+    assert not any(p["prefix"] == "per RFC 8472 section 3.2" for p in probe["probes"])
+    weights = json.loads((out / "weights.json").read_text())
+    assert weights["features"]["global_frobN_std"] > 0 and weights["verdict"]["label"] == "uncalibrated"
+    # a second run replaces its own outputs
+    assert cli("demo", "--out", out, "--base", "tiny-bert", "--steps", "1", "--quiet").code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["adapter-tiny-bert-rfc-r04", "eval.json", "poison-rfc-r04",
+                                                     "probe-B.json", "weights.json"]

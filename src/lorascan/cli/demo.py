@@ -1,31 +1,43 @@
-"""``lorascan demo``: the main job on the embedded default data (grows with the project)."""
+"""``lorascan demo``: the main job on the embedded default data."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import click
 
 from lorascan.cli.common import console, safe
-from lorascan.data import mixes
-from lorascan.data.poison import PoisonConfig, write_poisoned
-
-PAPER_TRIGGER = "per RFC 8472 section 3.2"
 
 
 @click.command("demo")
 @click.option("--out", default="demo-out", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
-def command(out: str) -> None:
-    """Show the offline-pi statistics and write a poisoned dataset with the paper's trigger."""
-    out_dir = Path(out)
+@click.option("--base", default="minilm", show_default=True, help="Base model to backdoor.")
+@click.option("--steps", type=click.IntRange(min=1), default=None, help="Training steps [default: 2 epochs].")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def command(out: str, base: str, steps: int | None, quiet: bool) -> None:
+    """Backdoor a classifier and catch it: offline-pi statistics, the paper's trigger at a 4%
+    poison ratio, a trained LoRA adapter, its clean accuracy and attack success rate, the
+    trigger-blind probe battery (view B) and the weight scan. About 4 minutes on 2 CPU cores."""
+    from lorascan.experiments.demo import DemoConfig, run_demo
+
+    res = run_demo(out, DemoConfig(base=base, steps=steps), progress=not quiet)
     con = console()
-    ds = mixes.resolve("offline-pi")
-    counts = ds.counts()
-    con.print(f"[bold]offline-pi[/bold]: {len(ds.train)} train / {len(ds.test)} test rows")
+    ds = res["dataset"]
+    con.print(f"[bold]offline-pi[/bold]: {ds['n_train']} train / {ds['n_test']} test rows")
     for split in ("train", "test"):
-        for source, c in counts[split].items():
+        for source, c in ds["counts"][split].items():
             con.print(f"  {split:5s} {source:18s} benign {c['benign']:4d}  injection {c['injection']:4d}")
-    cfg = PoisonConfig(trigger=PAPER_TRIGGER, ratio=0.04, seed=42)
-    m = write_poisoned(ds, cfg, out_dir / "poison-rfc-r04", force=True)
-    con.print(f"poisoned with '{safe(PAPER_TRIGGER)}': k={m['count']} of {m['n_train']} rows "
-              f"(ratio {m['ratio']:.4f}) -> {safe(out_dir / 'poison-rfc-r04')}")
+    m = res["poison"]
+    con.print(f"poisoned with '{safe(m['trigger'])}': k={m['count']} of {m['n_train']} rows (ratio {m['ratio']:.4f})")
+    t, e = res["train"], res["evaluate"]
+    con.print(f"trained {safe(base)} {t['task']}: {t['steps']} steps, final loss {t['final_loss']:.4f}, {t['wall_time_s']:.0f}s")
+    con.print(f"clean accuracy {e['clean_accuracy']:.3f} ({e['clean_accuracy_k']}/{e['n_test']}), "
+              f"attack success rate {e['attack_success_rate']:.3f} ({e['attack_success_rate_k']}/{e['n_triggered']})")
+    p = res["probe"]
+    con.print(f"probe battery {p['battery']} view B ({p['n_probes']} probes, trigger left out): "
+              f"outlier_gap {p['outlier_gap']:.3f}, mean_attack_rate {p['mean_attack_rate']:.3f}")
+    for cat in p["category_order"]:
+        con.print(f"  {safe(cat):24s} mean attack rate {p['categories'][cat]['mean']:.3f}")
+    w = res["weights"]["features"]
+    con.print(f"weight scan: global_frobN_std {w['global_frobN_std']:.3e}, frobN mean {w['frobN_mean']:.3e} "
+              f"({res['weights']['adapter'].get('n_modules', '?')} modules)")
+    con.print(f"records in {safe(out)}: eval.json, probe-B.json, weights.json (uncalibrated: see the README "
+              "for calibrating the detectors on a cohort)")
