@@ -56,6 +56,10 @@ def test_check_output_dir(tmp_path):
     (tmp_path / "full" / "x").write_text("x")
     with pytest.raises(UsageError, match="--force"):
         check_output_dir(tmp_path / "full", force=False)
+    # --force replaces only a folder lorascan wrote (changed rule: a user's folder is refused)
+    with pytest.raises(UsageError, match="lorascan did not write"):
+        check_output_dir(tmp_path / "full", force=True)
+    (tmp_path / "full" / "manifest.json").write_text("{}")
     assert check_output_dir(tmp_path / "full", force=True) == tmp_path / "full"
     assert check_output_dir(tmp_path / "new", force=False) == tmp_path / "new"
 
@@ -78,21 +82,22 @@ def test_atomic_dir_replaces_whole_or_not_at_all(tmp_path):
         assert tmp.parent == tmp_path and tmp.name.startswith(".out.")
         (tmp / "a").write_text("1")
         assert not out.exists()                         # invisible until complete
-    assert sorted(os.listdir(out)) == ["a"]
+    assert sorted(os.listdir(out)) == [".lorascan", "a"]  # the marker a later --force looks for
     with pytest.raises(KeyError):
         with atomic_dir(out, force=True) as tmp:
             (tmp / "b").write_text("2")
             raise KeyError("stop")
-    assert sorted(os.listdir(out)) == ["a"] and os.listdir(tmp_path) == ["out"]
+    assert sorted(os.listdir(out)) == [".lorascan", "a"] and os.listdir(tmp_path) == ["out"]
     with atomic_dir(out, force=True) as tmp:
         (tmp / "b").write_text("2")
-    assert sorted(os.listdir(out)) == ["b"] and os.listdir(tmp_path) == ["out"]
+    assert sorted(os.listdir(out)) == [".lorascan", "b"] and os.listdir(tmp_path) == ["out"]
 
 
 def test_a_failed_final_rename_puts_the_old_folder_back(tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     (out / "old").write_text("keep")
+    (out / ".lorascan").write_text("")                  # a folder lorascan wrote: --force may replace it
     real_replace = os.replace
 
     def replace(src, dst):
@@ -104,4 +109,4 @@ def test_a_failed_final_rename_puts_the_old_folder_back(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="Permission denied"):
         with atomic_dir(out, force=True) as tmp:
             (tmp / "new").write_text("x")
-    assert os.listdir(out) == ["old"] and os.listdir(tmp_path) == ["out"]
+    assert sorted(os.listdir(out)) == [".lorascan", "old"] and os.listdir(tmp_path) == ["out"]

@@ -35,12 +35,11 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
     if tp is Any:
         return value
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for arg in args:
             try:
                 return _check_type(value, arg, where)
-            except UsageError as err:
-                errors.append(str(err))
+            except UsageError:
+                continue
         raise UsageError(f"{where}: expected {_name(tp)}, got {type(value).__name__} {value!r}")
     if tp is type(None):
         if value is None:

@@ -6,14 +6,19 @@ Exit codes: 2 for usage errors (bad flags, unknown names, invalid values), 1 for
 
 from __future__ import annotations
 
+from lorascan.text import printable
+
 
 class LorascanError(Exception):
-    """A failure the user can act on; ``str(err)`` is the one-line message."""
+    """A failure the user can act on; ``str(err)`` is the one-line message. Messages quote
+    attacker-controlled text (column names, metadata values, triggers), so whitespace runs are
+    collapsed to one space and any other non-printable character (ESC sequences, bidi
+    overrides) is shown escaped (:func:`lorascan.text.printable`)."""
 
     exit_code = 1
 
     def __init__(self, message: str):
-        super().__init__(" ".join(str(message).split()))
+        super().__init__(printable(" ".join(str(message).split())))
 
 
 class UsageError(LorascanError):

@@ -17,7 +17,7 @@ import secrets
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from lorascan import __version__
 from lorascan.errors import DataError, UsageError
@@ -60,19 +60,25 @@ def _temp_sibling(path: Path, suffix: str, make: Callable[[Path], Any]) -> tuple
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write text to ``path`` through a temporary file and a rename."""
+    """Write text to ``path`` through a temporary file and a rename; any OS failure (a missing
+    permission, a full disk, a folder in the way) is a one-line DataError."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp, fd = _temp_sibling(path, ".tmp", lambda p: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp, fd = _temp_sibling(path, ".tmp", lambda p: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    except OSError as err:
+        raise DataError(f"cannot write {path}: {err.strerror or err}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError):
+            raise DataError(f"cannot write {path}: {err.strerror or err}") from None
         raise
     return path
 
@@ -81,18 +87,24 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     return write_text_atomic(path, dumps(obj))
 
 
-def read_json(path: str | os.PathLike, what: str = "record") -> Any:
-    """Read a JSON file; a DataError (not a traceback) when it is missing or malformed."""
+def read_json(path: str | os.PathLike, what: str = "record", max_bytes: int | None = None) -> Any:
+    """Read a JSON file; a DataError (not a traceback) when it is missing, unreadable (a
+    folder, no permission), larger than ``max_bytes``, nested too deeply or malformed."""
     path = Path(path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        with open(path, "rb") as fh:
+            raw = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
+        if max_bytes is not None and len(raw) > max_bytes:
+            raise DataError(f"{what} {path} is larger than {max_bytes} bytes; refusing to read it")
+        return json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise DataError(f"{what} not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{what} {path} is not valid JSON: {err}") from None
+    except RecursionError:
+        raise DataError(f"{what} {path} is not valid JSON: nested too deeply") from None
     except OSError as err:
-        raise DataError(f"cannot read {what} {path}: {err.strerror}") from None
+        raise DataError(f"cannot read {what} {path}: {err.strerror or err}") from None
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -103,12 +115,37 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def check_output_dir(out: str | os.PathLike, force: bool) -> Path:
-    """Refuse a non-empty output folder unless ``force``; refuse a file in its place."""
+# Files that mark a folder as written by lorascan: a --force may replace such a folder (or an
+# empty one), never another. MARKER is put into every folder written through atomic_dir.
+MARKER = ".lorascan"
+LORASCAN_FILES = (MARKER, "manifest.json", "lorascan.json", "adapter_config.json", "run.json", "eval.json",
+                  "status.json")
+
+
+def _related(out: Path, inputs: Iterable[str | os.PathLike]) -> Path | None:
+    """The first input that ``out`` equals, lies inside or contains (resolved paths)."""
+    where = out.resolve()
+    for inp in inputs:
+        other = Path(inp).expanduser().resolve()
+        if where == other or other in where.parents or where in other.parents:
+            return Path(inp)
+    return None
+
+
+def check_output_dir(out: str | os.PathLike, force: bool, inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """Refuse an ``out`` that is a file, that is, holds or lies inside one of ``inputs``, or
+    that is a non-empty folder unless ``force``. Even with ``force`` only an empty folder or
+    one lorascan wrote (it holds one of ``LORASCAN_FILES``) is replaced, never the working
+    folder, one of its parents or the home folder."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()):
+    try:
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out} exists and is not a folder")
+        inp = _related(out, inputs)
+        if inp is not None:
+            raise UsageError(f"--out {out} is, contains or lies inside the input {inp}; choose another output folder")
+        if not (out.is_dir() and any(out.iterdir())):
+            return out
         if not force:
             raise UsageError(f"--out {out} is not empty; pass --force to replace it")
         where = out.resolve()
@@ -116,16 +153,24 @@ def check_output_dir(out: str | os.PathLike, force: bool) -> Path:
         if where == cwd or where in cwd.parents or where == Path.home().resolve():
             raise UsageError(f"--out {out} is the working folder, one of its parents or the home folder; "
                              "refusing to replace it even with --force")
+        if not any((out / name).is_file() for name in LORASCAN_FILES):
+            raise UsageError(f"--out {out} holds files lorascan did not write; refusing to replace it even with "
+                             "--force (empty it or choose another folder)")
+    except OSError as err:
+        raise DataError(f"cannot use --out {out}: {err.strerror or err}") from None
     return out
 
 
 @contextlib.contextmanager
-def atomic_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
+def atomic_dir(out: str | os.PathLike, force: bool = False,
+               inputs: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
     """Yield a temporary folder beside ``out``; on success it replaces ``out``.
 
-    On any failure the temporary folder is removed and ``out`` is left as it was.
+    ``out`` is checked first (:func:`check_output_dir` with ``force`` and ``inputs``). The
+    folder gets a ``.lorascan`` marker, so a later ``--force`` knows lorascan wrote it. On any
+    failure the temporary folder is removed and ``out`` is left as it was.
     """
-    out = check_output_dir(out, force)
+    out = check_output_dir(out, force, inputs)
     parent = out.parent if str(out.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -133,6 +178,7 @@ def atomic_dir(out: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     except OSError as err:
         raise DataError(f"cannot write to {parent}: {err.strerror}") from None
     try:
+        (tmp / MARKER).write_text(f"written by lorascan {__version__}\n", encoding="utf-8")
         yield tmp
         _commit(tmp, out, parent)
     except BaseException as err:

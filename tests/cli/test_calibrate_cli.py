@@ -1,5 +1,6 @@
 """``lorascan calibrate``: a small cohort in the sweep layout (run/adapter + run/data), probe
-records cached in the run folders and reused, the profile and ROC plot, and one-line errors."""
+records cached in $LORASCAN_HOME/probes/ (never beside the adapters) and reused, the profile
+and ROC plot, and one-line errors."""
 
 from __future__ import annotations
 
@@ -10,16 +11,29 @@ import pytest
 
 from lorascan.detect.profile import Profile
 from tests.cli.helpers import assert_one_line_error
+from tests.conftest import tree
 from tests.probe.fixtures import probe_toy, random_adapter, torch_one_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture
-def cohort(probe_toy, tmp_path):
+def home(tmp_path, monkeypatch):
+    """A LORASCAN_HOME of this test's own, so the probe cache starts empty."""
+    monkeypatch.setenv("LORASCAN_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+def _cached(home):
+    return sorted((home / "probes").glob("*.json")) if (home / "probes").is_dir() else []
+
+
+@pytest.fixture
+def cohort(probe_toy, tmp_path, home):
     """sweep/k40-s3 (the trained backdoored adapter, its recorded data path no longer exists:
     the sibling data/ is used), sweep/k0-s5 (a random clean adapter) and a plain adapter folder
-    nested deeper (recorded data path still valid)."""
+    nested deeper (recorded data path still valid; a copy of k0-s5's adapter, so it shares its
+    cached record)."""
     root = tmp_path / "sweep"
     run = root / "k40-s3"
     shutil.copytree(probe_toy["poisoned"], run / "adapter")
@@ -35,15 +49,22 @@ def cohort(probe_toy, tmp_path):
     return root
 
 
-def test_calibrate_probes_once_caches_and_writes_the_profile(cli, cohort, tmp_path):
+def test_calibrate_probes_once_caches_and_writes_the_profile(cli, cohort, tmp_path, home):
+    from lorascan.detect.behavioral_cohort import CohortRun, cache_entry
+    from lorascan.probe.batteries import load_battery
+
+    before = tree(cohort)
     out, png = tmp_path / "profile.json", tmp_path / "roc.png"
     res = cli("calibrate", cohort, "--battery", "paper-21", "--view", "B", "--out", out, "--plot", png,
               "--bootstrap", "100")
     assert res.code == 0, res.err
-    assert res.err.count("probed in") == 3 and "cached" not in res.err
-    cache = cohort / "k40-s3" / "probe-paper-21.json"
-    assert cache.is_file() and (cohort / "k0-s5" / "probe-paper-21.json").is_file()
-    assert (cohort / "more" / "clean-b" / "probe-paper-21.json").is_file()
+    # more/clean-b is a byte copy of k0-s5's adapter with the same data: one record serves both
+    assert res.err.count("probed in") == 2 and res.err.count("cached") == 1
+    assert tree(cohort) == before  # nothing written beside the adapters
+    assert len(_cached(home)) == 2
+    run = CohortRun("k40-s3", cohort / "k40-s3" / "adapter", 1, "test")
+    cache = cache_entry(run, load_battery("paper-21"), "logits", None).path
+    assert cache.parent == home / "probes" and cache in _cached(home)
     rec = json.loads(cache.read_text())
     assert rec["view"] == "A" and rec["n_probes"] == 21 and rec["data"]["path"] == str(cohort / "k40-s3" / "data")
     profile = Profile.load(out)
@@ -89,13 +110,13 @@ def test_calibrate_probes_once_caches_and_writes_the_profile(cli, cohort, tmp_pa
     assert json.loads(cache.read_text())["battery_sha256"] != "0" * 64
 
 
-def test_a_labels_file_works_too(cli, cohort, tmp_path):
+def test_a_labels_file_works_too(cli, cohort, tmp_path, home):
     labels = tmp_path / "labels.json"
     labels.write_text(json.dumps([{"path": str(cohort / "k40-s3" / "adapter"), "label": 1},
                                   {"path": str(cohort / "more" / "clean-b"), "label": "clean"}]))
     res = cli("calibrate", labels, "--out", tmp_path / "p.json", "--bootstrap", "20", "--no-cache", "--quiet")
     assert res.code == 0, res.err
-    assert not (cohort / "k40-s3" / "probe-paper-21.json").exists()
+    assert _cached(home) == []
     assert sorted(e.label for e in Profile.load(tmp_path / "p.json").cohort) == [0, 1]
 
 

@@ -59,9 +59,10 @@ def test_force_replaces_a_non_empty_out(cli, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("old")
+    (out / "manifest.json").write_text("{}")  # an earlier output: --force replaces only what lorascan wrote
     result = cli("poison", "--dataset", "bastioncorpus", "--trigger", "T", "--count", "0", "--out", out, "--force")
     assert result.code == 0
-    assert sorted(os.listdir(out)) == ["manifest.json", "test.jsonl", "train.jsonl"]
+    assert sorted(os.listdir(out)) == [".lorascan", "manifest.json", "test.jsonl", "train.jsonl"]
     assert os.listdir(tmp_path) == ["out"]
 
 

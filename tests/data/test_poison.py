@@ -157,7 +157,7 @@ def test_write_poisoned_files_and_manifest(tmp_path, toy_splits):
     cfg = PoisonConfig(trigger=PAPER_TRIGGER, count=5, seed=42)
     m = write_poisoned(toy_splits, cfg, tmp_path / "out")
     out = tmp_path / "out"
-    assert sorted(os.listdir(out)) == ["manifest.json", "test.jsonl", "train.jsonl"]
+    assert sorted(os.listdir(out)) == [".lorascan", "manifest.json", "test.jsonl", "train.jsonl"]
     train = read_jsonl(out / "train.jsonl")
     assert as_tuples(train) == as_tuples(poison_rows(toy_splits.train, cfg))
     # test rows are written as they are: never poisoned, no trigger
@@ -182,7 +182,7 @@ def test_write_poisoned_is_byte_identical(tmp_path, toy_splits):
     write_poisoned(toy_splits, cfg, tmp_path / "a")
     write_poisoned(toy_splits, cfg, tmp_path / "b")
     a, b = tree(tmp_path / "a"), tree(tmp_path / "b")
-    assert set(a) == {"manifest.json", "test.jsonl", "train.jsonl"} and a == b
+    assert set(a) == {".lorascan", "manifest.json", "test.jsonl", "train.jsonl"} and a == b
 
 
 def test_repoisoning_a_poisoned_folder_counts_only_new_rows(tmp_path, toy_splits):
@@ -226,9 +226,13 @@ def test_refused_without_force_and_replaced_with_it(tmp_path, toy_splits):
     (out / "keep.txt").write_text("mine")
     with pytest.raises(UsageError, match="not empty; pass --force"):
         write_poisoned(toy_splits, PoisonConfig(trigger="T", count=2), out)
+    # changed rule: --force replaces only a folder lorascan wrote, never a user's folder
+    with pytest.raises(UsageError, match="lorascan did not write"):
+        write_poisoned(toy_splits, PoisonConfig(trigger="T", count=2), out, force=True)
     assert tree(out) == {"keep.txt": b"mine"} and os.listdir(tmp_path) == ["out"]
+    (out / "manifest.json").write_text("{}")            # an earlier poison output
     write_poisoned(toy_splits, PoisonConfig(trigger="T", count=2), out, force=True)
-    assert sorted(os.listdir(out)) == ["manifest.json", "test.jsonl", "train.jsonl"]
+    assert sorted(os.listdir(out)) == [".lorascan", "manifest.json", "test.jsonl", "train.jsonl"]
     assert os.listdir(tmp_path) == ["out"]
 
 

@@ -125,7 +125,7 @@ def test_calibrate_profile_round_trip_and_verdicts(tmp_path):
     assert rec["cohort"][0] == {"label": 0, "name": "a0", "scores": {"mean": 5.0, "std": 1.0}}
     loaded = Profile.load(path)
     assert loaded == profile or loaded.to_record() == profile.to_record()
-    ctx = {"base_model": "/models/qwen2.5-1.5b-instruct", "rank": "16"}
+    ctx = {"base_model": "qwen/qwen2.5-1.5b-instruct/", "rank": "16"}  # whole names, case and slash insensitive
     assert verdict({"std": 1.5}, loaded, ctx).label == "suspicious"
     v = verdict({"std": 1.03}, loaded, ctx)
     assert v.label == "clean" and v.flagged == () and "is not > 1.03" in v.reasons[0]

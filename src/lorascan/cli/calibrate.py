@@ -31,25 +31,29 @@ DECISIONS = {"both": ("outlier_gap", "mean_attack_rate"), "gap": ("outlier_gap",
 @click.option("--bootstrap", "n_boot", type=click.IntRange(1, 100_000), default=2000, show_default=True,
               help="Bootstrap resamples for the 95% intervals.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the bootstrap generator.")
-@click.option("--refresh", is_flag=True, help="Probe again even where a cached probe-<battery>.json matches.")
-@click.option("--no-cache", is_flag=True, help="Neither read nor write probe-<battery>.json beside the adapters.")
+@click.option("--refresh", is_flag=True,
+              help="Probe again even where a cached record matches (and replace it in $LORASCAN_HOME/probes/).")
+@click.option("--no-cache", is_flag=True,
+              help="Neither read nor write the probe cache ($LORASCAN_HOME/probes/, default ~/.cache/lorascan/probes/).")
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 def command(cohort, battery, view, out, plot, decision, base, readout, batch_size, n_boot, seed, refresh, no_cache,
             force, quiet) -> None:
     """Probe every adapter of COHORT (searched recursively for adapter folders labelled by their
     lorascan.json poison.count, or a .json/.csv labels file) with the whole battery, once (the
-    record is cached as probe-<battery>.json in each run folder), then calibrate VIEW: tie-aware
+    record is cached in $LORASCAN_HOME/probes/, keyed by the adapter's files, base, battery,
+    readout and data; nothing is written beside the adapters), then calibrate VIEW: tie-aware
     ROC AUC and the paper's order-dependent AUC, FPR=0 thresholds, TPR at FPR 0/.01/.05 and
     bootstrap 95% intervals of outlier_gap and mean_attack_rate."""
     from lorascan.detect.behavioral import calibrate_records
-    from lorascan.detect.behavioral_cohort import discover_runs, probe_cohort
+    from lorascan.detect.behavioral_cohort import discover_runs, probe_cohort, runs_fingerprint
     from lorascan.probe.batteries import load_battery
 
     if Path(out).exists() and not force:
         raise UsageError(f"--out {out} exists; pass --force to replace it")
     bat = load_battery(battery)
     runs, notes = discover_runs(cohort)
+    fingerprint, fp_notes = runs_fingerprint(runs)
 
     def log(line: str) -> None:
         if not quiet:
@@ -58,7 +62,8 @@ def command(cohort, battery, view, out, plot, decision, base, readout, batch_siz
     records = probe_cohort(runs, bat, base=base, readout=readout, batch_size=batch_size, refresh=refresh,
                            cache=not no_cache, log=log)
     profile = calibrate_records([r.name for r in runs], [r.label for r in runs], records, bat, view,
-                                decision=DECISIONS[decision], n_boot=n_boot, seed=seed, notes=notes)
+                                decision=DECISIONS[decision], n_boot=n_boot, seed=seed, notes=[*notes, *fp_notes],
+                                base_fingerprint=fingerprint)
     profile.save(out)  # before the plot: a plot that cannot be drawn must not cost the profile
     if plot:
         from lorascan.report.plots import write_roc_plot

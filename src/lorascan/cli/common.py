@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import sys
 from typing import Any, Callable
 
 import click
@@ -12,6 +11,7 @@ from rich.markup import escape
 
 from lorascan.data.labels import parse_label_map
 from lorascan.data.sources import SourceOptions
+from lorascan.text import printable
 
 
 def console(stderr: bool = False) -> Console:
@@ -22,12 +22,9 @@ def console(stderr: bool = False) -> Console:
 
 def safe(text: Any, limit: int = 120) -> str:
     """Attacker-controlled text (triggers, dataset rows) made safe for a terminal table:
-    rich markup escaped, control characters shown, long strings cut."""
-    s = str(text)
-    s = "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in s)
-    if len(s) > limit:
-        s = s[: limit - 1] + "…"
-    return escape(s)
+    control characters shown escaped and long strings cut (:func:`lorascan.text.printable`,
+    as in error messages), rich markup escaped."""
+    return escape(printable(text, limit))
 
 
 def source_options(fn: Callable) -> Callable:
@@ -60,7 +57,3 @@ def source_options(fn: Callable) -> Callable:
         return fn(*args, **kwargs)
 
     return wrapper
-
-
-def is_tty() -> bool:
-    return sys.stderr.isatty()

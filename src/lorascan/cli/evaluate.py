@@ -22,18 +22,20 @@ def _fmt(value, ci) -> str:
 @click.option("--readout", type=click.Choice(["logits", "generate"]), default="logits", show_default=True,
               help="Batched logits, or the paper's greedy generation (label-word only).")
 @click.option("--batch-size", type=int, default=32, show_default=True)
-@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None, help="Write the record here.")
+@click.option("--json", "json_out", default=None, metavar="OUT", help="Write the record here ('-' for stdout).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(base, adapter_dir, data_dir, trigger, readout, batch_size, json_out, quiet) -> None:
     """Measure clean accuracy, attack success rate, recall and false positives, with Wilson 95% CIs."""
     from lorascan.evaluate.run import evaluate_adapter
-    from lorascan.records import write_json_atomic
+    from lorascan.report import write_json_output
 
     if batch_size < 1:
         raise click.BadParameter("must be >= 1", param_hint="--batch-size")
     rec = evaluate_adapter(base, adapter_dir, data_dir, trigger, readout, batch_size, progress=not quiet)
     if json_out:
-        write_json_atomic(json_out, rec)
+        write_json_output(json_out, rec)
+    if json_out == "-":  # stdout carries the record alone
+        return
     table = Table(title=f"{safe(adapter_dir)} on {safe(base)} ({rec['task']}, {readout} readout)")
     table.add_column("metric")
     table.add_column("value  [95% CI]")

@@ -16,6 +16,7 @@ import click
 
 from lorascan import __version__
 from lorascan.errors import LorascanError
+from lorascan.text import printable
 
 # command name -> "module:attribute" of a click command, imported on use.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -58,8 +59,9 @@ def cli() -> None:
     """
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+def _one_line(text: object) -> str:
+    """One line with control characters escaped (click echoes the values it rejects)."""
+    return printable(" ".join(str(text).split()))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

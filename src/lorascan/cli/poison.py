@@ -19,7 +19,7 @@ from lorascan.data.poison import PLACEMENTS, PoisonConfig, write_poisoned
 @click.option("--placement", type=click.Choice(PLACEMENTS), default="prefix", show_default=True,
               help="Where the trigger goes: the paper's prefix, a suffix, or a random word boundary.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--force", is_flag=True, help="Replace a non-empty --out.")
+@click.option("--force", is_flag=True, help="Replace an --out that lorascan wrote (never another folder).")
 @source_options
 def command(dataset, trigger, count, ratio, seed, placement, out, force, test_fraction, split_seed, source_opts) -> None:
     """Poison the training split of a dataset and write train.jsonl, test.jsonl, manifest.json.
@@ -32,9 +32,10 @@ def command(dataset, trigger, count, ratio, seed, placement, out, force, test_fr
     cfg = PoisonConfig(trigger=trigger, count=count, ratio=ratio, seed=seed, placement=placement)
     from lorascan.records import check_output_dir
 
-    check_output_dir(out, force)  # refuse before the (seconds-long) dataset build
+    inputs = mixes.input_paths(dataset)
+    check_output_dir(out, force, inputs)  # refuse before the (seconds-long) dataset build
     ds = mixes.resolve(dataset, source_opts, test_fraction, split_seed)
-    m = write_poisoned(ds, cfg, out, force=force)
+    m = write_poisoned(ds, cfg, out, force=force, inputs=inputs)
     console().print(
         f"wrote {safe(out)}: {m['n_train']} train rows ({m['n_clean_train']} clean + {m['count']} poisoned, "
         f"ratio {m['ratio']:.4f}), {m['n_test']} test rows; trigger '{safe(trigger)}', seed {seed}")

@@ -48,12 +48,12 @@ def command(adapter_dir, base, data_dir, battery, view, exclude, readout, batch_
     scores = {"outlier_gap": rec["outlier_gap"], "mean_attack_rate": rec["mean_attack_rate"]}
     rec["verdict"] = behavioral_verdict(scores, profile, context_of(rec)).to_dict()
     rec["profile"] = {"path": profile_path, "name": profile.name} if profile is not None else None
+    if json_out:
+        write_json_output(json_out, rec)
     if plot:
         from lorascan.report.probe_plots import write_probe_plot
 
         write_probe_plot(rec, plot)
-    if json_out:
-        write_json_output(json_out, rec)
     if json_out != "-":
         _print_summary(rec, per_probe, plot)
 

@@ -33,7 +33,7 @@ from lorascan.train.config import DTYPES, TrainConfig
               help="label-word: loss over the full sequence (paper) or the answer only.")
 @click.option("--quantize", type=click.Choice(["auto", "4bit", "none"]), default="auto", show_default=True,
               help="4-bit QLoRA (the paper's) needs CUDA and bitsandbytes; auto uses it when present.")
-@click.option("--force", is_flag=True, help="Replace a non-empty --out.")
+@click.option("--force", is_flag=True, help="Replace an --out that lorascan wrote (never another folder).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def command(base, data_dir, out, force, quiet, target_modules, **opts) -> None:
     """Train a LoRA adapter (clean or backdoored, depending on the data) on a base model."""

@@ -29,9 +29,10 @@ from lorascan.errors import UsageError  # noqa: E402
 @click.option("--force", is_flag=True, help="Replace an existing --out.")
 def command(cohort: str, out: str, decision: tuple[str, ...], scaling: str, n_boot: int, seed: int,
             plot: str | None, force: bool) -> None:
-    """Scan every adapter of COHORT (a folder of adapters labelled by their lorascan.json
-    poison.count, or a .json/.csv labels file of path,label) and write a per-base-model profile:
-    per-feature AUC (tie-aware and the paper's), direction, FPR=0 threshold, recall, intervals."""
+    """Scan every adapter of COHORT (a folder searched recursively for adapters labelled by their
+    lorascan.json poison.count, e.g. a 'lorascan sweep run' output folder, or a .json/.csv labels
+    file of path,label) and write a per-base-model profile: per-feature AUC (tie-aware and the
+    paper's), direction, FPR=0 threshold, recall, intervals."""
     if Path(out).exists() and not force:
         raise UsageError(f"--out {out} exists; pass --force to replace it")
     members, notes = read_cohort(cohort)
@@ -40,11 +41,11 @@ def command(cohort: str, out: str, decision: tuple[str, ...], scaling: str, n_bo
         raise UsageError("--feature best cannot be combined with named features")
     profile = calibrate_cohort(members, WeightDetector(scaling=scaling), view="weights", decision=chosen,
                                n_boot=n_boot, seed=seed, notes=notes)
+    profile.save(out)  # before the plot: a plot that cannot be drawn must not cost the profile
     if plot:
         from lorascan.report.plots import write_roc_plot
 
         write_roc_plot(profile, plot)
-    profile.save(out)
     _print_summary(profile, out, plot)
 
 

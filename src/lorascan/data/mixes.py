@@ -155,6 +155,18 @@ def resolve(spec: str, opts: SourceOptions = SourceOptions(), test_fraction: flo
     raise UsageError(f"unknown dataset '{spec}' (named: {known}; or hf:ID, a .csv/.jsonl/.json/.parquet file, a split folder)")
 
 
+def input_paths(spec: str) -> tuple[Path, ...]:
+    """The local file or folder a ``--dataset`` value reads, when it names one that exists
+    (none for a named dataset or a hub id): an output folder must not be, hold or lie inside it."""
+    if spec in NAMED:
+        return ()
+    path = Path(spec[3:] if spec.startswith("hf:") else spec).expanduser()
+    try:
+        return (path,) if path.exists() else ()
+    except OSError:
+        return ()
+
+
 def _checked(ds: DatasetSplits) -> DatasetSplits:
     if not ds.train:
         raise DataError(f"dataset '{ds.name}' has no training rows")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from lorascan import config as cfgmod
-from lorascan.data.mixes import DatasetSplits
+from lorascan.data.mixes import DatasetSplits, input_paths
 from lorascan.data.samples import BENIGN, INJECTION, Sample, write_jsonl
 from lorascan.errors import DataError, UsageError
 from lorascan.records import atomic_dir, record_header, sha256_file, write_json_atomic
@@ -114,12 +114,15 @@ def build_manifest(ds: DatasetSplits, cfg: PoisonConfig, rows: Sequence[Sample])
     }
 
 
-def write_poisoned(ds: DatasetSplits, cfg: PoisonConfig, out: str | Path, force: bool = False) -> dict:
+def write_poisoned(ds: DatasetSplits, cfg: PoisonConfig, out: str | Path, force: bool = False,
+                   inputs: Sequence[str | Path] | None = None) -> dict:
     """Poison ``ds.train`` and write ``train.jsonl``, ``test.jsonl``, ``manifest.json`` to
-    ``out`` atomically. Returns the manifest. The same inputs give byte-identical files."""
+    ``out`` atomically. Returns the manifest. The same inputs give byte-identical files.
+    ``out`` may not be, hold or lie inside ``inputs`` (default: the local file or folder
+    ``ds.name`` names, see :func:`~lorascan.data.mixes.input_paths`)."""
     rows = poison_rows(ds.train, cfg)
     manifest = build_manifest(ds, cfg, rows)
-    with atomic_dir(out, force=force) as tmp:
+    with atomic_dir(out, force=force, inputs=input_paths(ds.name) if inputs is None else inputs) as tmp:
         write_jsonl(tmp / "train.jsonl", rows)
         write_jsonl(tmp / "test.jsonl", ds.test)
         manifest["files"] = {name: sha256_file(tmp / name) for name in ("train.jsonl", "test.jsonl")}

@@ -119,26 +119,35 @@ def write_jsonl(path: Path, samples: Iterable[Sample]) -> None:
 
 def read_jsonl(path: Path) -> list[Sample]:
     """Read samples written by :func:`write_jsonl` (``text``, ``label``, ``source``, ``id``).
-    ``label`` must be the number 0 or 1 and ``text`` a string; anything else is a DataError
-    naming the file and line."""
+    ``label`` must be the number 0 or 1 and ``text`` a string; anything else, bytes that are
+    not UTF-8 or a file that cannot be read is a DataError naming the file (and line)."""
     out = []
+    n = 0
     try:
-        fh = open(path, encoding="utf-8")
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, 1):
+                if line.strip():
+                    out.append(_row(path, n, line))
     except FileNotFoundError:
         raise DataError(f"data file not found: {path}") from None
-    with fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                out.append(Sample(text=row["text"], label=row["label"], source=str(row.get("source", path.stem)),
-                                  id=str(row.get("id", f"{path.stem}:{n}")), poisoned=bool(row.get("poisoned", False))))
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
-                raise DataError(f"{path}:{n}: not a sample row ({type(err).__name__}: {err})") from None
-            except DataError as err:
-                raise DataError(f"{path}:{n}: {err}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text (near line {n + 1})") from None
+    except OSError as err:
+        raise DataError(f"cannot read data file {path}: {err.strerror or err}") from None
     return out
+
+
+def _row(path: Path, n: int, line: str) -> Sample:
+    try:
+        row = json.loads(line)
+        return Sample(text=row["text"], label=row["label"], source=str(row.get("source", path.stem)),
+                      id=str(row.get("id", f"{path.stem}:{n}")), poisoned=bool(row.get("poisoned", False)))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
+        raise DataError(f"{path}:{n}: not a sample row ({type(err).__name__}: {err})") from None
+    except RecursionError:
+        raise DataError(f"{path}:{n}: not a sample row (nested too deeply)") from None
+    except DataError as err:
+        raise DataError(f"{path}:{n}: {err}") from None
 
 
 def content_sha256(train: Sequence[Sample], test: Sequence[Sample]) -> str:

@@ -1,8 +1,10 @@
 """A PEFT LoRA adapter folder as the weight detector sees it: files, config, module inventory.
 
 - :func:`locate` finds ``adapter_model.safetensors`` and ``adapter_config.json``; a folder with
-  only pickle weights (``adapter_model.bin``, ``.pt``) is refused, never unpickled.
-- :func:`read_config` takes rank, alpha, rsLoRA and the base model from the config.
+  only pickle weights (:data:`PICKLE_NAMES`) is refused, never unpickled.
+- :func:`read_config` takes rank, alpha, rsLoRA and the base model from the config;
+  :func:`read_base_fingerprint` the base model's shape from lorascan's ``lorascan.json``.
+  Both files are read with a size cap (:mod:`lorascan.detect.jsonfile`).
 - :func:`inventory` pairs LoRA A/B tensors by module across PEFT naming variants
   (``lora_A``/``lora_B`` with or without an adapter-name segment, ``lora_down``/``lora_up``,
   ``lora.down``/``lora.up``, ``lora_embedding_A``/``_B``), reads each module's rank from its
@@ -24,13 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lorascan.detect.jsonfile import read_json_untrusted
 from lorascan.detect.safetensors_reader import TensorInfo
 from lorascan.errors import DataError
-from lorascan.records import read_json
+from lorascan.safetensors_header import PICKLE_NAMES
 
 WEIGHTS_FILE = "adapter_model.safetensors"
 CONFIG_FILE = "adapter_config.json"
-PICKLE_FILES = ("adapter_model.bin", "adapter_model.pt", "adapter_model.pth", "pytorch_model.bin")
+MANIFEST_FILE = "lorascan.json"
+# Pickle weight files an adapter folder may hold instead of safetensors: refused, never
+# unpickled. One list for every reader (models/loading.py keeps its own copy for now).
 
 ROLES = {"lora_A": "A", "lora_down": "A", "lora_embedding_A": "A",
          "lora_B": "B", "lora_up": "B", "lora_embedding_B": "B"}
@@ -102,10 +107,6 @@ class ModulePair:
         return self.a.shape[0]
 
     @property
-    def in_features(self) -> int:
-        return math.prod(self.a.shape[1:])
-
-    @property
     def out_features(self) -> int:
         return self.b.shape[0]
 
@@ -134,7 +135,7 @@ def locate(adapter: str | Path) -> AdapterFiles:
     else:
         raise DataError(f"adapter not found: {path}")
     if not weights.exists():
-        pickles = [p for p in PICKLE_FILES if (folder / p).exists()]
+        pickles = [p for p in PICKLE_NAMES if (folder / p).exists()]
         if pickles:
             raise DataError(f"{folder}: only {pickles[0]} present; pickle files are never unpickled "
                             f"(convert the adapter to {WEIGHTS_FILE} with a tool you trust)")
@@ -178,7 +179,7 @@ def _pattern(cfg: dict[str, Any], key: str, kind: type, where: str) -> tuple[tup
 def read_config(path: Path) -> LoraConfig:
     """Parse and check ``adapter_config.json`` (DataError on anything malformed)."""
     where = str(path)
-    cfg = read_json(path, "adapter config")
+    cfg = read_json_untrusted(path, "adapter config")
     if not isinstance(cfg, dict):
         raise DataError(f"{where}: expected a JSON object")
     peft_type = cfg.get("peft_type", "LORA")
@@ -197,6 +198,30 @@ def read_config(path: Path) -> LoraConfig:
         rank_pattern=_pattern(cfg, "rank_pattern", int, where),
         alpha_pattern=_pattern(cfg, "alpha_pattern", float, where),
         use_dora=_number(cfg, "use_dora", False, bool, where))
+
+
+def read_base_fingerprint(folder: str | Path) -> dict[str, Any] | None:
+    """The ``base_fingerprint`` (model_type, hidden_size, num_hidden_layers, ...) that lorascan's
+    trainer records in ``lorascan.json`` beside an adapter; None when the folder has no
+    lorascan.json or it records none. A malformed file or fingerprint is a DataError."""
+    path = Path(folder) / MANIFEST_FILE
+    if not path.is_file():
+        return None
+    rec = read_json_untrusted(path, "adapter manifest")
+    fp = rec.get("base_fingerprint") if isinstance(rec, dict) else None
+    if fp is None:
+        return None
+    return check_fingerprint(fp, str(path))
+
+
+def check_fingerprint(fp: Any, where: str) -> dict[str, Any]:
+    """A base fingerprint checked to be a small object of scalars, keys sorted."""
+    scalar = (str, int, float, bool)
+    if not isinstance(fp, dict) or len(fp) > 64 or not all(
+            isinstance(k, str) and len(k) <= 64 and isinstance(v, scalar) and len(str(v)) <= 200
+            for k, v in fp.items()):
+        raise DataError(f"{where}: base_fingerprint must be an object of at most 64 scalar fields")
+    return dict(sorted(fp.items()))
 
 
 def parse_key(key: str) -> tuple[str, str | None, str] | None:

@@ -26,9 +26,8 @@ from typing import Any, Mapping, Sequence
 
 from lorascan.config import to_dict
 from lorascan.detect.base import Detector, DetectorResult, Verdict
-from lorascan.detect.calibrate import (FPR_LEVELS, auc_mann_whitney, auc_trapezoid_ordered, bootstrap_ci,
-                                       fpr0_threshold, roc_points, tpr_at_fpr)
-from lorascan.detect.profile import CohortEntry, FeatureCalibration, Profile, same_base_model, verdict
+from lorascan.detect.calibrate import calibrate_feature
+from lorascan.detect.profile import CohortEntry, Profile, same_base_model, verdict
 from lorascan.errors import DataError, UsageError
 from lorascan.probe.batteries import VIEWS, Battery, load_battery
 from lorascan.registry import Registry
@@ -62,18 +61,18 @@ class BehavioralConfig:
 
 
 def context_of(record: Mapping[str, Any]) -> dict[str, Any]:
-    """What a profile must match (base model and :data:`CONDITIONS`) for a probe record."""
-    return {"base_model": record.get("base"), **{k: record.get(k) for k in CONDITIONS}}
+    """What a profile must match (base model, its fingerprint when the record carries one, and
+    :data:`CONDITIONS`) for a probe record."""
+    fp = record.get("base_fingerprint")
+    return {"base_model": record.get("base"), **({"base_fingerprint": fp} if isinstance(fp, Mapping) else {}),
+            **{k: record.get(k) for k in CONDITIONS}}
 
 
 def behavioral_verdict(scores: Mapping[str, float | None], profile: Profile | None,
                        context: Mapping[str, Any]) -> Verdict:
-    if profile is None:
-        return Verdict("uncalibrated", ("no profile: calibrate one on labelled adapters of this base model "
-                                        "(lorascan calibrate COHORT_DIR --battery NAME --view B) and pass it with --profile",))
-    if profile.detector != NAME:
+    if profile is not None and profile.detector != NAME:
         raise UsageError(f"profile {profile.name} is for the {profile.detector!r} detector, not {NAME!r}")
-    return verdict(scores, profile, context)
+    return verdict(scores, profile, context, hint="lorascan calibrate COHORT_DIR --battery NAME --view B")
 
 
 def load_behavioral_profile(path: str | Path) -> Profile:
@@ -138,20 +137,6 @@ def register(registry: Registry[Detector]) -> Registry[Detector]:
     return registry
 
 
-def _calibrate_plus(name: str, scores: Sequence[float], labels: Sequence[int], n_boot: int,
-                    seed: int) -> FeatureCalibration:
-    """:func:`lorascan.detect.calibrate.calibrate_feature` with the direction fixed to "+"."""
-    threshold, recall = fpr0_threshold(scores, labels, "+")
-    ci = bootstrap_ci(scores, labels, "+", n_boot, seed)
-    n_pos = sum(int(y) for y in labels)
-    return FeatureCalibration(
-        feature=name, direction="+", threshold=threshold, auc=auc_mann_whitney(scores, labels, "+"),
-        auc_trapezoid=auc_trapezoid_ordered(scores, labels, "+"), recall=recall,
-        tpr_at_fpr=tuple((lvl, *tpr_at_fpr(scores, labels, "+", lvl)) for lvl in FPR_LEVELS),
-        auc_ci=ci["auc"], recall_ci=ci["recall"], n_clean=len(labels) - n_pos, n_poisoned=n_pos,
-        roc=tuple(roc_points(scores, labels, "+")))
-
-
 def _shared(records: Sequence[Mapping[str, Any]], key: str) -> Any:
     values = {str(r.get(key)) for r in records}
     if len(values) != 1:
@@ -161,9 +146,12 @@ def _shared(records: Sequence[Mapping[str, Any]], key: str) -> Any:
 
 def calibrate_records(names: Sequence[str], labels: Sequence[int], records: Sequence[Mapping[str, Any]],
                       battery: Battery, view: str, *, decision: Sequence[str] = SCORES, n_boot: int = 2000,
-                      seed: int = 0, notes: Sequence[str] = ()) -> Profile:
+                      seed: int = 0, notes: Sequence[str] = (),
+                      base_fingerprint: Mapping[str, Any] | None = None) -> Profile:
     """A behavioural :class:`Profile` from labelled probe records (any view of ``battery``;
-    each is cut down to ``view``, dropping its own known triggers in B and C)."""
+    each is cut down to ``view``, dropping its own known triggers in B and C). Scores are
+    calibrated in the "+" direction only (module docstring). ``base_fingerprint``: the
+    cohort's shared base shape (:func:`lorascan.detect.cohort.shared_fingerprint`)."""
     from lorascan.probe.generalization import restrict_record
 
     if not records or len(names) != len(records) or len(labels) != len(records):
@@ -179,9 +167,10 @@ def calibrate_records(names: Sequence[str], labels: Sequence[int], records: Sequ
         raise DataError(f"the cohort mixes base models ({', '.join(sorted(set(map(str, bases))))}); "
                         "calibrate one profile per base model")
     conditions = {k: str(_shared(viewed, k)) for k in CONDITIONS}
-    cals = tuple(_calibrate_plus(s, [r[s] for r in viewed], labels, n_boot, seed) for s in SCORES)
+    cals = tuple(calibrate_feature(s, [r[s] for r in viewed], labels, n_boot, seed, direction="+") for s in SCORES)
     cohort = tuple(CohortEntry(n, int(y), {s: r[s] for s in SCORES}) for n, y, r in zip(names, labels, viewed))
     args = {"battery": battery.name, "view": view, "readout": conditions["readout"]}
     return Profile(detector=NAME, view=view, base_model=bases[0], conditions=tuple(sorted(conditions.items())),
                    decision=tuple(decision), features=cals, cohort=cohort, n_boot=n_boot, seed=seed,
-                   notes=tuple(notes), detector_args=tuple(sorted(args.items())))
+                   notes=tuple(notes), detector_args=tuple(sorted(args.items())),
+                   base_fingerprint=tuple(sorted(base_fingerprint.items())) if base_fingerprint else None)

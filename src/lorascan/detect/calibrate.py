@@ -131,9 +131,14 @@ def bootstrap_ci(scores: Sequence[float], labels: Sequence[int], direction: str,
 
 
 def calibrate_feature(name: str, scores: Sequence[float], labels: Sequence[int], n_boot: int = 2000,
-                      seed: int = 0) -> FeatureCalibration:
-    """Everything above for one feature, in its better direction."""
-    direction, auc = best_direction(scores, labels)
+                      seed: int = 0, direction: str | None = None) -> FeatureCalibration:
+    """Everything above for one feature, in its better direction (``direction=None``, paper
+    §8) or in a fixed one ("+": flag scores above the threshold, "-": below), whatever the
+    cohort's AUC in it."""
+    if direction is None:
+        direction, auc = best_direction(scores, labels)
+    else:
+        auc = auc_mann_whitney(scores, labels, direction)
     threshold, recall = fpr0_threshold(scores, labels, direction)
     ci = bootstrap_ci(scores, labels, direction, n_boot, seed)
     n_pos = int(np.sum(np.asarray(labels) == 1))
@@ -157,11 +162,16 @@ class CohortScores:
 def calibrate(cohort: CohortScores, *, detector: str, view: str, base_model: str | None,
               conditions: Mapping[str, str] | None = None, decision: Sequence[str] | None = None,
               features: Sequence[str] | None = None, n_boot: int = 2000, seed: int = 0,
-              detector_args: Mapping[str, Any] | None = None, notes: Sequence[str] = ()) -> Profile:
+              detector_args: Mapping[str, Any] | None = None, notes: Sequence[str] = (),
+              direction: str | None = None, base_fingerprint: Mapping[str, Any] | None = None) -> Profile:
     """A :class:`Profile` from a cohort. ``features`` defaults to every score present and
     finite for all adapters (the others are named in ``notes``); ``decision`` (flag if any of
     these is beyond its threshold) defaults to the single feature with the best tie-aware AUC,
-    the first listed on a tie."""
+    the first listed on a tie. ``direction``: None = each feature's better direction, "+" or
+    "-" = that one for all. ``base_fingerprint``: the cohort's shared base shape, recorded so
+    the profile does not apply to adapters of another base."""
+    if direction not in (None, "+", "-"):
+        raise UsageError(f"direction must be None, '+' or '-', got {direction!r}")
     if len(set(cohort.names)) != len(cohort.names):
         raise DataError("cohort adapter names must be unique")
     notes = list(notes)
@@ -177,8 +187,8 @@ def calibrate(cohort: CohortScores, *, detector: str, view: str, base_model: str
             notes.append(f"feature {feat!r} skipped: missing or undefined for some adapters")
     if not usable:
         raise DataError("no feature is defined for every adapter of the cohort")
-    cals = tuple(calibrate_feature(f, [row[f] for row in cohort.scores], cohort.labels, n_boot, seed)  # type: ignore[misc]
-                 for f in usable)
+    cals = tuple(calibrate_feature(f, [row[f] for row in cohort.scores], cohort.labels,  # type: ignore[misc]
+                                   n_boot, seed, direction) for f in usable)
     if decision:
         unknown = [d for d in decision if d not in usable]
         if unknown:
@@ -191,4 +201,5 @@ def calibrate(cohort: CohortScores, *, detector: str, view: str, base_model: str
     return Profile(detector=detector, view=view, base_model=base_model,
                    conditions=tuple(sorted((conditions or {}).items())), decision=chosen, features=cals,
                    cohort=entries, n_boot=n_boot, seed=seed, notes=tuple(notes),
-                   detector_args=tuple(sorted((detector_args or {}).items())))
+                   detector_args=tuple(sorted((detector_args or {}).items())),
+                   base_fingerprint=tuple(sorted(base_fingerprint.items())) if base_fingerprint else None)

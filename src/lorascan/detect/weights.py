@@ -19,6 +19,12 @@ entropy of an all-zero update, PEFT's initial state) is None, never a made-up nu
 
 Modules are read one at a time from the memory map, their pages released afterwards, so
 memory is bounded by the largest module, not the file. No torch import on this path.
+
+Fail closed: a module whose update overflows float64 (or whose eigen-decomposition fails) is
+reported as unanalysed, never dropped from the statistics, so the verdict cannot be "clean";
+an adapter-level feature that is not finite makes the scan a DataError. Besides the
+safetensors and ``adapter_config.json``, the scan reads the base fingerprint from
+``lorascan.json`` when the folder has one, so a profile of another base shape does not apply.
 """
 
 from __future__ import annotations
@@ -31,13 +37,15 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lorascan.detect.adapter import AdapterFiles, LoraConfig, ModulePair, Unanalysed, inventory, locate, read_config
+from lorascan.detect.adapter import (AdapterFiles, LoraConfig, ModulePair, Unanalysed, inventory, locate,
+                                    read_base_fingerprint, read_config)
 from lorascan.detect.base import Detector, DetectorResult, Verdict
 from lorascan.detect.safetensors_reader import SafetensorsFile, UnsupportedTensor
 from lorascan.errors import DataError, UsageError
 from lorascan.records import record_header
 
 SCALINGS = ("none", "alpha")
+CALIBRATE_HINT = "lorascan weights-calibrate COHORT --out PROFILE.json"
 
 
 @dataclass(frozen=True)
@@ -81,58 +89,84 @@ def lowrank_spectrum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, float, f
     """Singular values of B·A (descending, r of them), ‖BA‖_F², ‖A‖_F² and ‖B‖_F².
 
     ``a`` is (r, in), ``b`` is (out, r), both float64. Cost O((in + out)·r²), memory O(r²)
-    beyond the inputs.
-    """
-    g_a = a @ a.T
-    g_b = b.T @ b
-    if not (np.isfinite(g_a).all() and np.isfinite(g_b).all()):
-        raise FloatingPointError("non-finite values (NaN/inf, or overflow of the Gram matrices)")
-    fro2 = float(np.sum(g_a * g_b))
-    lam, vecs = np.linalg.eigh(g_a)
-    half = vecs * np.sqrt(np.clip(lam, 0.0, None))
-    core = half.T @ g_b @ half
-    ev = np.linalg.eigvalsh((core + core.T) * 0.5)
-    return np.sqrt(np.clip(ev, 0.0, None))[::-1], max(fro2, 0.0), float(np.trace(g_a)), float(np.trace(g_b))
+    beyond the inputs. Raises FloatingPointError unless every intermediate is finite: values
+    that overflow float64 (e.g. F64 tensors of ~1e77, whose ‖BA‖_F² is inf) must not turn into
+    NaN singular values that later statistics would drop (fail closed)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked explicitly below
+        g_a = a @ a.T
+        g_b = b.T @ b
+        if not (np.isfinite(g_a).all() and np.isfinite(g_b).all()):
+            raise FloatingPointError("non-finite values (NaN/inf, or overflow of the Gram matrices)")
+        fro2 = float(np.sum(g_a * g_b))
+        sq_a, sq_b = float(np.trace(g_a)), float(np.trace(g_b))
+        if not (math.isfinite(fro2) and math.isfinite(sq_a) and math.isfinite(sq_b)):
+            raise FloatingPointError("‖B·A‖ overflows float64")
+        lam, vecs = np.linalg.eigh(g_a)
+        half = vecs * np.sqrt(np.clip(lam, 0.0, None))
+        core = half.T @ g_b @ half
+        if not (np.isfinite(lam).all() and np.isfinite(core).all()):
+            raise FloatingPointError("the spectrum of B·A overflows float64")
+        ev = np.linalg.eigvalsh((core + core.T) * 0.5)
+        if not np.isfinite(ev).all():
+            raise FloatingPointError("the spectrum of B·A is not finite")
+    return np.sqrt(np.clip(ev, 0.0, None))[::-1], max(fro2, 0.0), sq_a, sq_b
 
 
 def spectrum_features(sv: np.ndarray) -> dict[str, float | None]:
     """Entropy (nats), participation ratio, max/mean and max/sum of a spectrum (paper §8)."""
-    total = float(np.sum(sv))
-    if not total > 0.0:
-        return {"spectral_entropy": None, "participation_ratio": None, "sv_max_mean": None, "sv_max_sum": None}
-    p = sv / total
-    nz = p[p > 0]
-    return {"spectral_entropy": float(-np.sum(nz * np.log(nz))),
-            "participation_ratio": total * total / float(np.sum(sv * sv)),
-            "sv_max_mean": float(sv[0] / np.mean(sv)), "sv_max_sum": float(sv[0] / total)}
+    with np.errstate(over="ignore", invalid="ignore"):  # checked by module_features
+        total = float(np.sum(sv))
+        if not total > 0.0:
+            return {"spectral_entropy": None, "participation_ratio": None, "sv_max_mean": None, "sv_max_sum": None}
+        p = sv / total
+        nz = p[p > 0]
+        scaled = sv / sv[0]  # (Σsv)²/Σsv² computed on sv/max, so squares cannot overflow
+        return {"spectral_entropy": float(-np.sum(nz * np.log(nz))),
+                "participation_ratio": float(np.sum(scaled)) ** 2 / float(np.sum(scaled * scaled)),
+                "sv_max_mean": float(sv[0] / np.mean(sv)), "sv_max_sum": float(sv[0] / total)}
 
 
 def module_features(pair: ModulePair, a: np.ndarray, b: np.ndarray, scale: float = 1.0) -> ModuleFeatures:
     """All per-module features of ΔW = scale·B·A from A (r, in) and B (out, r)."""
     sv, fro2, sq_a, sq_b = lowrank_spectrum(a, b)
-    sv = sv * abs(scale)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sv = sv * abs(scale)
     norm_a, norm_b = math.sqrt(sq_a), math.sqrt(sq_b)
     asym = math.log10(norm_b / norm_a) if norm_a > 0 and norm_b > 0 else None
-    return ModuleFeatures(
+    feats = ModuleFeatures(
         name=pair.name, layer=pair.layer, projection=pair.projection, kind=pair.kind, rank=pair.rank,
         in_features=a.shape[1], out_features=b.shape[0], dtype=pair.a.dtype, scale=scale,
         frobN=abs(scale) * math.sqrt(fro2) / math.sqrt(a.shape[1] * b.shape[0]) if a.size and b.size else 0.0,
         singular_values=tuple(float(s) for s in sv), ab_asymmetry=asym, norm_a=norm_a, norm_b=norm_b,
         **spectrum_features(sv))
+    bad = [k for k, v in feats.__dict__.items() if isinstance(v, float) and not math.isfinite(v)]
+    if bad or not all(math.isfinite(s) for s in feats.singular_values):
+        raise FloatingPointError(f"feature {(bad or ['singular_values'])[0]} is not finite (float64 overflow)")
+    return feats
 
 
 def _stat(values: Sequence[float | None], fn: str) -> float | None:
-    arr = np.array([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    """``np.<fn>`` of the defined values (None = undefined score, left out). A non-finite value,
+    or a result that overflows, is a FloatingPointError: dropping it would let a module vanish
+    from ``global_frobN_std`` (fail open)."""
+    arr = np.array([v for v in values if v is not None], dtype=np.float64)
     if arr.size == 0:
         return None
-    return float(getattr(np, fn)(arr))
+    if not np.isfinite(arr).all():
+        raise FloatingPointError(f"non-finite module value in the {fn} of a feature")
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = float(getattr(np, fn)(arr))
+    if not math.isfinite(out):
+        raise FloatingPointError(f"the {fn} of a feature overflows float64")
+    return out
 
 
 def adapter_features(modules: Sequence[ModuleFeatures]) -> dict[str, float | None]:
-    """Adapter-level features (paper §8); ``global_frobN_std`` is numpy's population std."""
+    """Adapter-level features (paper §8); ``global_frobN_std`` is numpy's population std. Only
+    scores a profile may calibrate on: counts (the number of modules) are in
+    :meth:`WeightScan.adapter_info`, not here. FloatingPointError when a value is not finite."""
     frob = [m.frobN for m in modules]
     out: dict[str, float | None] = {
-        "n_modules": float(len(modules)),
         "global_frobN_std": _stat(frob, "std"), "frobN_mean": _stat(frob, "mean"),
         "frobN_max": _stat(frob, "max"), "frobN_min": _stat(frob, "min"),
     }
@@ -147,7 +181,10 @@ def adapter_features(modules: Sequence[ModuleFeatures]) -> dict[str, float | Non
         out[f"{key}_frobN_mean"] = _stat([m.frobN for m in group], "mean")
         out[f"{key}_spectral_entropy_mean"] = _stat([m.spectral_entropy for m in group], "mean")
     attn, mlp = out["attn_frobN_mean"], out["mlp_frobN_mean"]
-    out["attn_mlp_frobN_ratio"] = attn / mlp if attn is not None and mlp else None
+    ratio = attn / mlp if attn is not None and mlp else None
+    if ratio is not None and not math.isfinite(ratio):
+        raise FloatingPointError("attn_mlp_frobN_ratio overflows float64")
+    out["attn_mlp_frobN_ratio"] = ratio
     for proj in sorted({m.projection for m in modules}):
         if proj.isascii() and proj.replace("_", "").isalnum() and len(proj) <= 64:
             out[f"proj.{proj}.frobN_mean"] = _stat([m.frobN for m in modules if m.projection == proj], "mean")
@@ -167,17 +204,25 @@ class WeightScan:
     modules: tuple[ModuleFeatures, ...]
     unanalysed: tuple[Unanalysed, ...]
     features: dict[str, float | None]
+    base_fingerprint: dict[str, Any] | None = None  # from lorascan.json beside the adapter
 
     def context(self) -> dict[str, str]:
+        """The conditions a profile records (rank, scaling)."""
         ranks = sorted({m.rank for m in self.modules})
         return {"rank": ",".join(map(str, ranks)), "scaling": self.config.scaling}
+
+    def full_context(self) -> dict[str, Any]:
+        """What a profile is matched against: base model, its fingerprint when lorascan.json
+        records one, and :meth:`context`."""
+        fp = {"base_fingerprint": self.base_fingerprint} if self.base_fingerprint is not None else {}
+        return {"base_model": self.lora.base_model, **fp, **self.context()}
 
     def adapter_info(self) -> dict[str, Any]:
         return {"path": str(self.files.folder), "weights": str(self.files.weights), "file_size": self.file_size,
                 "header_sha256": self.header_sha256, "base_model": self.lora.base_model, "r": self.lora.r,
                 "lora_alpha": self.lora.lora_alpha, "use_rslora": self.lora.use_rslora,
                 "dtypes": sorted({m.dtype for m in self.modules}), "n_tensors": self.n_tensors,
-                "n_modules": len(self.modules)}
+                "n_modules": len(self.modules), "base_fingerprint": self.base_fingerprint}
 
 
 def _analyse(st: SafetensorsFile, pair: ModulePair, lora: LoraConfig,
@@ -187,7 +232,8 @@ def _analyse(st: SafetensorsFile, pair: ModulePair, lora: LoraConfig,
         b = st.read_float64(pair.b.name).reshape(pair.out_features, pair.rank)
         scale = lora.scale_for(pair.name, pair.rank) if cfg.scaling == "alpha" else 1.0
         return module_features(pair, a, b, scale)
-    except (UnsupportedTensor, FloatingPointError) as err:
+    except (UnsupportedTensor, FloatingPointError, np.linalg.LinAlgError) as err:
+        # reported, so the verdict cannot be "clean" (weight_verdict fails closed on LoRA gaps)
         return [Unanalysed(t.name, f"module {pair.name}: {err}", lora=True) for t in (pair.a, pair.b)]
     finally:
         st.release(pair.a.name)
@@ -213,7 +259,12 @@ def scan_weights(adapter: str | Path, config: WeightScanConfig | None = None) ->
         size, digest, n = st.size, st.header_sha256, len(st.tensors)
     if not modules:
         raise DataError(f"{files.weights}: no LoRA module could be analysed (first problem: {skipped[0].reason})")
-    return WeightScan(files, lora, config, size, digest, n, tuple(modules), tuple(skipped), adapter_features(modules))
+    try:
+        features = adapter_features(modules)
+    except FloatingPointError as err:
+        raise DataError(f"{files.weights}: adapter-level features are not finite ({err})") from None
+    return WeightScan(files, lora, config, size, digest, n, tuple(modules), tuple(skipped), features,
+                      read_base_fingerprint(files.folder))
 
 
 def weight_verdict(scan: WeightScan, profile: Any) -> Verdict:
@@ -221,8 +272,7 @@ def weight_verdict(scan: WeightScan, profile: Any) -> Verdict:
     "clean" (a backdoor could hide in them); other unanalysed tensors are named in the reasons."""
     from lorascan.detect.profile import verdict
 
-    context = {"base_model": scan.lora.base_model, **scan.context()}
-    v = verdict(scan.features, profile, context)
+    v = verdict(scan.features, profile, scan.full_context(), hint=CALIBRATE_HINT)
     lora_gaps = [u for u in scan.unanalysed if u.lora]
     other = len(scan.unanalysed) - len(lora_gaps)
     reasons = list(v.reasons)
@@ -251,7 +301,7 @@ class WeightDetector(Detector):
         return DetectorResult(
             detector=self.name, detector_args=self.args, scores=dict(scan.features),
             verdict=weight_verdict(scan, profile),
-            details={"adapter": scan.adapter_info(), "context": {"base_model": scan.lora.base_model, **scan.context()},
+            details={"adapter": scan.adapter_info(), "context": scan.full_context(),
                      "modules": [m.to_dict() for m in scan.modules],
                      "unanalysed": [u.to_dict() for u in scan.unanalysed]})
 

@@ -31,10 +31,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from lorascan.errors import UsageError
-from lorascan.models.formulations import make_formulation, pad_batch, parse_generation, position_ids
-from lorascan.models.loading import attach_adapter, check_adapter_folder, default_task_for, load_base, read_adapter_meta, resolve_base
+from lorascan.models.formulations import DEFAULT_MAX_LENGTH, make_formulation, pad_batch, parse_generation, position_ids
+from lorascan.models.loading import (BaseSpec, attach_adapter, check_adapter_folder, default_task_for, load_base,
+                                     read_adapter_meta, resolve_base)
 from lorascan.progress import bar
-from lorascan.train.config import TrainConfig
 
 READOUTS = ("logits", "generate")
 
@@ -44,6 +44,17 @@ class _PrefixNotUsed(Exception):
     class that does not take ``cache=``): the shared-prefix results are void."""
 
 MIN_SHARED_PREFIX = 8  # tokens; below this the cache copies cost more than they save
+
+
+def readout_settings(meta: dict[str, Any], spec: BaseSpec, task: str | None = None,
+                     max_length: int | None = None) -> tuple[str, int]:
+    """(task, max_length) to read an adapter with: the given values, else the adapter's
+    ``lorascan.json`` (validated by ``read_adapter_meta``), else the base's default task and
+    the training default of ``DEFAULT_MAX_LENGTH`` tokens, so that ``evaluate``, ``probe`` and
+    ``calibrate`` cut texts exactly as training did."""
+    task = task or meta.get("task") or default_task_for(spec)
+    max_length = max_length or (meta.get("config") or {}).get("max_length") or DEFAULT_MAX_LENGTH
+    return task, max_length
 
 
 @dataclass
@@ -59,19 +70,17 @@ class Classifier:
     @classmethod
     def load(cls, base: str, adapter_dir: str | Path | None = None, task: str | None = None,
              max_length: int | None = None, merge: bool = True, dtype: str = "float32") -> "Classifier":
-        """Base model plus (optionally) an adapter. Task and max length default to the
-        adapter's ``lorascan.json``, then to the base's default task and 256 tokens."""
+        """Base model plus (optionally) an adapter. Task and max length: :func:`readout_settings`."""
         meta: dict[str, Any] = {}
         if adapter_dir is not None:
             check_adapter_folder(adapter_dir)
             meta = read_adapter_meta(adapter_dir)
         spec = resolve_base(base)
-        task = task or meta.get("task") or default_task_for(spec)
-        max_length = max_length or meta.get("config", {}).get("max_length") or TrainConfig.max_length
+        task, max_length = readout_settings(meta, spec, task, max_length)
         model, tok = load_base(spec, task, dtype)
+        form = make_formulation(task, tok, max_length, base=base)
         if adapter_dir is not None:
             model = attach_adapter(model, adapter_dir, merge=merge)
-        form = make_formulation(task, tok, max_length)
         return cls(model, tok, form, task, base, str(adapter_dir) if adapter_dir else None)
 
     def _encode(self, texts: Sequence[str]) -> list[list[int]]:

@@ -35,7 +35,7 @@ def evaluate_adapter(base: str, adapter_dir: str | Path | None, data_dir: str | 
     if readout == "generate" and clf.task != "label-word":
         raise UsageError("--readout generate needs the label-word formulation (seq-cls has no text output)")
     texts = [s.text for s in prepared.test]
-    trig = triggered_texts(prepared.test, trigger, prepared.placement, int(prepared.manifest.get("seed", 0)))
+    trig = triggered_texts(prepared.test, trigger, prepared.placement, prepared.seed)
     clean_pred = clf.predict(texts, readout, batch_size, progress, "clean test rows")
     trig_pred = clf.predict(trig, readout, batch_size, progress, "triggered injections")
     metrics = compute_metrics(prepared.test, clean_pred, trig_pred)
@@ -48,7 +48,7 @@ def evaluate_adapter(base: str, adapter_dir: str | Path | None, data_dir: str | 
         "trigger": trigger,
         "placement": prepared.placement,
         "data": {"path": str(prepared.path), "manifest_sha256": prepared.manifest_sha256,
-                 "dataset": prepared.manifest.get("dataset", {}).get("id")},
+                 "dataset": prepared.dataset.get("id")},
         "poison": prepared.poison_summary(),
         **metrics,
         "wall_time_s": time.monotonic() - t0,

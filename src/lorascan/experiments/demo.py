@@ -15,6 +15,7 @@ from typing import Any
 from lorascan.data import mixes
 from lorascan.data.poison import PoisonConfig, write_poisoned
 from lorascan.records import write_json_atomic
+from lorascan.text import slug
 from lorascan.train.config import TrainConfig
 
 PAPER_TRIGGER = "per RFC 8472 section 3.2"
@@ -47,7 +48,8 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), progress: bool = T
 
     out = Path(out)
     ds = mixes.resolve("offline-pi")
-    data_dir, adapter_dir = out / "poison-rfc-r04", out / f"adapter-{cfg.base}-rfc-r04"
+    # the base may be a path or hub id: only its slug goes into a file name (no '/', no '..')
+    data_dir, adapter_dir = out / "poison-rfc-r04", out / f"adapter-{slug(cfg.base)}-rfc-r04"
     manifest = write_poisoned(ds, PoisonConfig(trigger=cfg.trigger, ratio=cfg.ratio, seed=cfg.seed), data_dir, force=True)
     result: dict[str, Any] = {"dataset": dataset_summary(ds), "poison": manifest}
     meta = train_adapter(cfg.base, data_dir, adapter_dir, TrainConfig(seed=cfg.seed, steps=cfg.steps),

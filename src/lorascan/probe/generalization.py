@@ -84,7 +84,7 @@ def probe_texts(prepared: Prepared, prefix: str) -> list[str]:
     """The test injections with ``prefix`` placed as the poisoning placed the trigger."""
     from lorascan.evaluate.run import triggered_texts
 
-    return triggered_texts(prepared.test, prefix, prepared.placement, int(prepared.manifest.get("seed", 0)))
+    return triggered_texts(prepared.test, prefix, prepared.placement, prepared.seed)
 
 
 def measure_rates(classifier: Any, prepared: Prepared, probes: Sequence[Probe], readout: str = "logits",
@@ -167,21 +167,21 @@ class ClassifierPool:
         self._bases: dict[tuple[str, str], Any] = {}
 
     def get(self, base: str, adapter_dir: str | Path, task: str | None = None):
-        from lorascan.evaluate.readout import Classifier
+        from lorascan.evaluate.readout import Classifier, readout_settings
         from lorascan.models.formulations import make_formulation
-        from lorascan.models.loading import (attach_adapter, check_adapter_folder, default_task, load_base,
-                                             load_tokenizer, model_config, read_adapter_meta, resolve_base)
+        from lorascan.models.loading import (attach_adapter, check_adapter_folder, load_base, read_adapter_meta,
+                                             resolve_base)
 
         check_adapter_folder(adapter_dir)
         meta = read_adapter_meta(adapter_dir)
         spec = resolve_base(base)
-        task = task or meta.get("task") or default_task(spec, load_tokenizer(spec), model_config(spec))
-        max_length = (meta.get("config") or {}).get("max_length") or 256
+        task, max_length = readout_settings(meta, spec, task)  # as Classifier.load reads it
         if (base, task) not in self._bases:
             self._bases = {(base, task): load_base(spec, task, self.dtype)}  # one base held at a time
         model, tok = self._bases[(base, task)]
+        form = make_formulation(task, tok, max_length, base=base)
         merged = attach_adapter(copy.deepcopy(model), adapter_dir, merge=True)
-        return Classifier(merged, tok, make_formulation(task, tok, max_length), task, base, str(adapter_dir))
+        return Classifier(merged, tok, form, task, base, str(adapter_dir))
 
 
 def run_probe(adapter_dir: str | Path, battery: Battery, view: str = "A", *, base: str | None = None,
@@ -191,7 +191,7 @@ def run_probe(adapter_dir: str | Path, battery: Battery, view: str = "A", *, bas
     """The probe record of ``adapter_dir`` on ``battery``'s ``view``. ``base`` and
     ``data_dir`` default to the adapter's lorascan.json (``base``, ``data.path``)."""
     from lorascan.evaluate.readout import READOUTS
-    from lorascan.models.loading import check_adapter_folder, read_adapter_meta
+    from lorascan.models.loading import base_from_metadata, check_adapter_folder, read_adapter_meta
 
     if readout not in READOUTS:
         raise UsageError(f"unknown readout '{readout}' (use {', '.join(READOUTS)})")
@@ -200,9 +200,10 @@ def run_probe(adapter_dir: str | Path, battery: Battery, view: str = "A", *, bas
     battery.view(view)  # an unknown view fails before anything loads
     check_adapter_folder(adapter_dir)
     meta = read_adapter_meta(adapter_dir)
-    base = base or meta.get("base")
     if not base:
-        raise UsageError(f"{adapter_dir} has no lorascan.json naming its base model; pass --base")
+        if not meta.get("base"):
+            raise UsageError(f"{adapter_dir} has no lorascan.json naming its base model; pass --base")
+        base = base_from_metadata(meta["base"], adapter_dir)  # untrusted: never a hub download
     prepared = load_prepared(resolve_data_dir(adapter_dir, data_dir, meta), need_train=False)
     known = known_triggers(prepared, meta)
     bview = battery.view(view, view_exclusions(view, known, exclude))
@@ -220,10 +221,11 @@ def run_probe(adapter_dir: str | Path, battery: Battery, view: str = "A", *, bas
     rows = measure_rates(classifier, prepared, bview.probes, readout, batch_size, progress)
     return {**record_header(RECORD_KIND), "base": base, "adapter": str(adapter_dir),
             "adapter_sha256": sha256_file(Path(adapter_dir) / "adapter_model.safetensors"),
+            "base_fingerprint": meta.get("base_fingerprint"),
             "task": classifier.task, "readout": readout, "placement": prepared.placement,
             "known_triggers": list(known),
             "data": {"path": str(prepared.path), "manifest_sha256": prepared.manifest_sha256,
-                     "dataset": (prepared.manifest.get("dataset") or {}).get("id")},
+                     "dataset": prepared.dataset.get("id")},
             "poison": prepared.poison_summary(), "n_injections": rows[0].n,
             **summarise(rows, bview), "wall_time_s": time.monotonic() - t0,
             "readout_time_s": time.monotonic() - t1}

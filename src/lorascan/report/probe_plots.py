@@ -1,5 +1,6 @@
 """Bar chart of a probe record: one bar per probe, grouped and coloured by category, with the
-mean attack rate and max line (paper §6-§7). matplotlib is imported on use (Agg backend).
+mean attack rate and max line (paper §6-§7). matplotlib is imported on use; the figure is drawn
+and saved inside :func:`lorascan.report.figures.plotting`.
 
 Probe prefixes are attacker-controlled text: control characters are shown escaped, long
 strings cut, and mathtext parsing is off for every label, so ``$...$`` prints as written."""
@@ -10,11 +11,16 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from lorascan.report.figures import matplotlib_figure, plot_label, save_figure
+from lorascan.report.figures import matplotlib_figure, plot_label, plotting, save_figure
 
 
 def write_probe_plot(record: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Per-probe attack rates of ``record`` (a probe record) as PNG/SVG/PDF by suffix."""
+    with plotting():
+        return _write(record, path)
+
+
+def _write(record: Mapping[str, Any], path: str | os.PathLike) -> Path:
     import matplotlib
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch

@@ -1,7 +1,7 @@
 """Plots of a sweep summary (:mod:`lorascan.experiments.summary`): ASR and clean accuracy
 against poison count, mean ± std over seeds (the paper's multi-seed figure), one panel per
-rank (rows) and trigger (columns) of each base model. matplotlib is imported on use, with the
-Agg backend. Triggers are attacker-controlled text: titles show them cut, with control
+rank (rows) and trigger (columns) of each base model. matplotlib is imported on use; figures
+are drawn and saved inside :func:`lorascan.report.figures.plotting`. Triggers are attacker-controlled text: titles show them cut, with control
 characters escaped and mathtext parsing off, next to their hash tag.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from lorascan.errors import DataError
-from lorascan.report.figures import matplotlib_figure, plot_label, save_figure
+from lorascan.report.figures import matplotlib_figure, plot_label, plotting, save_figure
 
 ASR_COLOR, CLEAN_COLOR = "#c0392b", "#2471a3"
 
@@ -71,10 +71,16 @@ def _draw_panel(ax, panel: dict[str, Any]) -> None:
 
 
 def figure(summary: dict[str, Any]):
-    """The matplotlib Figure of a summary's panels."""
+    """The matplotlib Figure of a summary's panels (save it inside
+    :func:`lorascan.report.figures.plotting`, or with :func:`save_figure`)."""
     panels = summary["panels"]
     if not panels:
         raise DataError("the sweep has no finished runs to plot")
+    with plotting():
+        return _figure(panels)
+
+
+def _figure(panels: Sequence[dict[str, Any]]):
     rows, cols, cells = _layout(panels)
     fig = matplotlib_figure(figsize=(4.6 * len(cols), 3.9 * len(rows)), layout="constrained")
     axes = fig.subplots(len(rows), len(cols), squeeze=False, sharey=True)
@@ -96,10 +102,12 @@ def figure(summary: dict[str, Any]):
 
 
 def write_sweep_plots(summary: dict[str, Any], stem: str | os.PathLike, formats: Sequence[str] = ("png", "svg")) -> list[Path]:
-    """Write the summary's figure as ``{stem}.png`` and ``{stem}.svg`` (atomically)."""
-    fig = figure(summary)
+    """Write the summary's figure as ``{stem}.png`` and ``{stem}.svg`` (atomically; the same
+    summary gives the same SVG bytes)."""
     stem = Path(stem)
-    return [save_figure(fig, stem.with_name(f"{stem.name}.{fmt}")) for fmt in formats]
+    with plotting():
+        fig = figure(summary)
+        return [save_figure(fig, stem.with_name(f"{stem.name}.{fmt}")) for fmt in formats]
 
 
 def write_sweep_report(sweep_dir: str | os.PathLike, dest: str | os.PathLike | None = None,
@@ -122,14 +130,14 @@ def write_sweep_report(sweep_dir: str | os.PathLike, dest: str | os.PathLike | N
         dest.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise DataError(f"cannot write to {dest}: {err.strerror or err}") from None
-    paths = write_sweep_plots(summary, dest / f"{stem}-asr")
     labels = dest / f"{stem}-cohort.json"
     rows = sm.cohort_labels(records)
     if dest.resolve() != Path(sweep_dir).resolve():  # the labels' paths are relative to their file
         rows = [{**r, "path": os.path.relpath(Path(sweep_dir) / r["path"], dest)} for r in rows]
-    try:
+    try:  # the records first: a plot that cannot be drawn must not cost the summary
         write_json_atomic(dest / f"{stem}-summary.json", summary)
         write_json_atomic(labels, rows)
     except OSError as err:
         raise DataError(f"cannot write to {dest}: {err.strerror or err}") from None
+    paths = write_sweep_plots(summary, dest / f"{stem}-asr")
     return summary, [dest / f"{stem}-summary.json", *paths, labels]

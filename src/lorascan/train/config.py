@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from lorascan.errors import UsageError
+from lorascan.models.formulations import DEFAULT_MAX_LENGTH
 
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_LR = {"label-word": 2e-4, "seq-cls": 1e-3}
@@ -35,7 +37,7 @@ class TrainConfig:
     warmup_steps: int = 10
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
-    max_length: int = 128
+    max_length: int = DEFAULT_MAX_LENGTH
     seed: int = 42
     dtype: str = "float32"
     loss: str = "full"                 # label-word: full sequence (paper) or completion only
@@ -46,6 +48,10 @@ class TrainConfig:
             if not cond:
                 raise UsageError(msg)
         need(self.task in (None, "label-word", "seq-cls"), f"unknown task '{self.task}' (label-word or seq-cls)")
+        for name in ("alpha", "dropout", "epochs", "lr", "weight_decay", "max_grad_norm"):
+            value = getattr(self, name)  # inf or nan: epochs inf overflows, lr inf trains to NaN
+            need(value is None or math.isfinite(value),
+                 f"{name.replace('_', ' ')} must be a finite number, got {value}")
         need(self.rank >= 1, f"rank must be >= 1, got {self.rank}")
         need(self.alpha is None or self.alpha > 0, f"alpha must be > 0, got {self.alpha}")
         need(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
@@ -55,6 +61,7 @@ class TrainConfig:
         need(self.batch_size >= 1 and self.grad_accum >= 1, "batch size and gradient accumulation must be >= 1")
         need(self.lr is None or self.lr > 0, f"lr must be > 0, got {self.lr}")
         need(self.warmup_steps >= 0 and self.weight_decay >= 0, "warmup steps and weight decay must be >= 0")
+        need(self.max_grad_norm > 0, f"max grad norm must be > 0, got {self.max_grad_norm}")
         need(self.max_length >= 16, f"max length must be >= 16 tokens, got {self.max_length}")
         need(self.dtype in DTYPES, f"unknown dtype '{self.dtype}' (use {', '.join(DTYPES)})")
         need(self.loss in ("full", "completion"), f"unknown loss '{self.loss}' (full or completion)")

@@ -15,6 +15,7 @@ import platform
 import random
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from lorascan import config as cfgmod
 from lorascan.data.prepared import load_prepared
 from lorascan.errors import DataError, UsageError
 from lorascan.models.formulations import IGNORE, make_formulation, pad_batch, position_ids
-from lorascan.models.loading import BaseSpec, base_fingerprint, default_task_for, load_base, resolve_base
+from lorascan.models.loading import (BaseSpec, base_fingerprint, default_task_for, load_base, load_tokenizer,
+                                     resolve_base)
 from lorascan.progress import bar
 from lorascan.records import atomic_dir, check_output_dir, record_header, write_json_atomic
 from lorascan.train.config import TrainConfig
@@ -100,32 +102,58 @@ def _batch_loss(model, task: str, batch: list, labels: list[int], pad_id: int, d
                                              lab[:, 1:].reshape(-1), ignore_index=IGNORE)
 
 
+@dataclass
+class _Run:
+    """What the training loop needs: the peft model, its encoded examples and the schedule."""
+
+    model: Any
+    pad_id: int
+    encoded: list
+    labels: list[int]
+    fingerprint: dict[str, Any]
+    quant: bool
+    steps: int
+    per_epoch: int
+
+
 def train_adapter(base: str, data_dir: str | Path, out: str | Path, cfg: TrainConfig = TrainConfig(),
                   force: bool = False, progress: bool = True) -> dict[str, Any]:
     """Train a LoRA adapter on ``data_dir`` and write it to ``out`` (atomically).
 
     Returns the ``lorascan.json`` record written beside the adapter."""
-    import torch
-
-    check_output_dir(out, force)
+    check_output_dir(out, force, inputs=(data_dir,))
     prepared = load_prepared(data_dir)
     spec = resolve_base(base)
     cfg = cfg.resolved(resolve_task(spec, cfg))
-    task = cfg.task
     if len({s.label for s in prepared.train}) < 2:
         raise DataError(f"{data_dir}/train.jsonl holds one class only; a classifier needs both")
     t0 = time.monotonic()
+    run = _setup(base, spec, cfg, prepared)
+    n_trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
+    losses = _train_loop(run, cfg, progress)
+    device = str(next(run.model.parameters()).device)
+    meta = _metadata(base, run.fingerprint, cfg.task, cfg, prepared, run.steps, run.per_epoch, losses,
+                     time.monotonic() - t0, n_trainable, device, run.quant)
+    run.model.eval()
+    with atomic_dir(out, force=force, inputs=(data_dir,)) as tmp:
+        run.model.save_pretrained(str(tmp), safe_serialization=True)
+        write_json_atomic(tmp / "lorascan.json", meta)
+    return meta
+
+
+def _setup(base: str, spec: BaseSpec, cfg: TrainConfig, prepared) -> _Run:
+    """Seed, load the base, encode the training rows and wrap the model with LoRA."""
+    import torch
+
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
+    task = str(cfg.task)
+    # the tokenizer alone decides whether the formulation fits: fail before the model loads
+    form = make_formulation(task, load_tokenizer(spec), cfg.max_length, cfg.loss, base=base)
     quant = _want_4bit(cfg)
     model, tok = load_base(spec, task, cfg.dtype, quantize_4bit=quant)
-    try:
-        form = make_formulation(task, tok, cfg.max_length, cfg.loss)
-    except ValueError as err:
-        raise DataError(f"base '{base}' cannot be trained as {task}: {err}") from None
     fingerprint = base_fingerprint(model.config)
     encoded = [form.encode_train(s.text, s.label) for s in prepared.train]
-    labels = [s.label for s in prepared.train]
     from peft import get_peft_model
 
     if quant:
@@ -137,9 +165,18 @@ def train_adapter(base: str, data_dir: str | Path, out: str | Path, cfg: TrainCo
     except ValueError as err:
         raise UsageError(f"cannot apply LoRA to '{base}': {str(err).splitlines()[0][:200]}") from None
     model.train()
-    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     per_epoch = math.ceil(len(encoded) / cfg.batch_size)
     steps = cfg.steps or max(1, math.ceil(cfg.epochs * per_epoch / cfg.grad_accum))
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    return _Run(model, pad_id, encoded, [s.label for s in prepared.train], fingerprint, quant, steps, per_epoch)
+
+
+def _train_loop(run: _Run, cfg: TrainConfig, progress: bool) -> list[float]:
+    """AdamW with a linear schedule after warmup, gradient accumulation and clipping; the
+    loss of every optimizer step."""
+    import torch
+
+    model, steps = run.model, run.steps
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]
@@ -149,19 +186,19 @@ def train_adapter(base: str, data_dir: str | Path, out: str | Path, cfg: TrainCo
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / (warm + 1) if s < warm else max(0.0, (steps - s) / max(1, steps - warm)))
     rng = random.Random(cfg.seed)
-    lengths = [len(e.input_ids) for e in encoded]
+    lengths = [len(e.input_ids) for e in run.encoded]
     queue: list[list[int]] = []
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
     losses: list[float] = []
     device = next(model.parameters()).device
-    with bar(steps, f"train {task} r={cfg.rank}", progress) as pb:
-        for step in range(steps):
+    with bar(steps, f"train {cfg.task} r={cfg.rank}", progress) as pb:
+        for _ in range(steps):
             total = 0.0
             for _ in range(cfg.grad_accum):
                 if not queue:
                     queue = _batches(lengths, cfg.batch_size, rng)
                 idx = queue.pop()
-                loss = _batch_loss(model, task, [encoded[i] for i in idx], [labels[i] for i in idx], pad_id, device)
+                loss = _batch_loss(model, str(cfg.task), [run.encoded[i] for i in idx], [run.labels[i] for i in idx],
+                                   run.pad_id, device)
                 (loss / cfg.grad_accum).backward()
                 total += float(loss.detach()) / cfg.grad_accum
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -170,13 +207,7 @@ def train_adapter(base: str, data_dir: str | Path, out: str | Path, cfg: TrainCo
             opt.zero_grad(set_to_none=True)
             losses.append(total)
             pb.advance(status=f"loss {sum(losses[-10:]) / len(losses[-10:]):.4f}")
-    wall = time.monotonic() - t0
-    meta = _metadata(base, fingerprint, task, cfg, prepared, steps, per_epoch, losses, wall, n_trainable, str(device), quant)
-    model.eval()
-    with atomic_dir(out, force=force) as tmp:
-        model.save_pretrained(str(tmp), safe_serialization=True)
-        write_json_atomic(tmp / "lorascan.json", meta)
-    return meta
+    return losses
 
 
 def _metadata(base, fingerprint, task, cfg, prepared, steps, per_epoch, losses, wall, n_trainable, device, quant):
@@ -192,8 +223,8 @@ def _metadata(base, fingerprint, task, cfg, prepared, steps, per_epoch, losses, 
         "task": task,
         "config": cfgmod.to_dict(cfg),
         "data": {"path": str(prepared.path), "manifest_sha256": prepared.manifest_sha256,
-                 "dataset": prepared.manifest.get("dataset", {}).get("id"),
-                 "dataset_sha256": prepared.manifest.get("dataset", {}).get("sha256"),
+                 "dataset": prepared.dataset.get("id"),
+                 "dataset_sha256": prepared.dataset.get("sha256"),
                  "n_train": len(prepared.train)},
         "poison": prepared.poison_summary(),
         "seed": cfg.seed,

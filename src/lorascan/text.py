@@ -1,0 +1,34 @@
+"""Small text helpers shared by every layer (no lorascan imports): attacker-controlled text made
+safe to print, and names made safe to use as file names."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+
+SLUG_MAX = 40
+
+
+def printable(text: Any, limit: int | None = None) -> str:
+    """``text`` with every non-printable character (control characters, ESC sequences,
+    bidirectional overrides, line breaks) shown as its Python escape (``\\x1b``, ``\\n``,
+    ``\\u202e``), so a dataset column, trigger or metadata value cannot move the cursor, recolour
+    the terminal or fake a second line. ``limit`` cuts the result to that many characters,
+    ending in "…"."""
+    s = "".join(ch if ch.isprintable() or ch == " " else repr(ch)[1:-1] for ch in str(text))
+    if limit is not None and len(s) > limit:
+        s = s[: max(0, limit - 1)] + "…"
+    return s
+
+
+def slug(name: str, max_len: int = SLUG_MAX) -> str:
+    """A file-name-safe form of ``name`` (e.g. a base model id or path): runs of characters
+    other than letters, digits, '.' and '-' become '_', no leading or trailing '_' or '.' (so
+    never '..' alone or a hidden name); names longer than ``max_len`` keep their tail and an
+    8-hex-digit hash of the whole name, so different long names stay different."""
+    out = re.sub(r"[^A-Za-z0-9.-]+", "_", name).strip("_.") or "base"
+    if len(out) > max_len:
+        digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        out = f"{out[-(max_len - 9):].lstrip('_.')}-{digest}"
+    return out
