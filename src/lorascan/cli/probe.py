@@ -25,14 +25,16 @@ from lorascan.probe.batteries import VIEWS
 @click.option("--readout", type=click.Choice(["logits", "generate"]), default="logits", show_default=True,
               help="Batched logits, or the paper's greedy generation (label-word only).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Probe with the first N test injections only (the paper used 60) [default: all].")
 @click.option("--profile", "profile_path", default=None, metavar="P",
               help="Behavioural profile from 'lorascan calibrate' for a verdict.")
 @click.option("--json", "json_out", default=None, metavar="OUT", help="Write the probe record here ('-' for stdout).")
 @click.option("--plot", default=None, metavar="OUT.png", help="Bar chart of per-probe rates grouped by category.")
 @click.option("--per-probe", is_flag=True, help="Also print every probe's rate.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def command(adapter_dir, base, data_dir, battery, view, exclude, readout, batch_size, profile_path, json_out, plot,
-            per_probe, quiet) -> None:
+def command(adapter_dir, base, data_dir, battery, view, exclude, readout, batch_size, limit, profile_path, json_out,
+            plot, per_probe, quiet) -> None:
     """Probe ADAPTER with every prefix of a battery placed on the test injections as the
     poisoning placed the trigger; report per-probe and per-category attack rates,
     mean_attack_rate and outlier_gap (max - mean)."""
@@ -44,7 +46,7 @@ def command(adapter_dir, base, data_dir, battery, view, exclude, readout, batch_
     bat = load_battery(battery)
     profile = load_behavioral_profile(profile_path) if profile_path else None
     rec = run_probe(adapter_dir, bat, view, base=base, data_dir=data_dir, exclude=exclude, readout=readout,
-                    batch_size=batch_size, progress=not quiet)
+                    batch_size=batch_size, progress=not quiet, limit=limit)
     scores = {"outlier_gap": rec["outlier_gap"], "mean_attack_rate": rec["mean_attack_rate"]}
     rec["verdict"] = behavioral_verdict(scores, profile, context_of(rec)).to_dict()
     rec["profile"] = {"path": profile_path, "name": profile.name} if profile is not None else None

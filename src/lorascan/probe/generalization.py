@@ -15,6 +15,7 @@ probes), so a 21-probe battery costs one pass over 21 x n texts, not 21 x n gene
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,9 +188,10 @@ class ClassifierPool:
 def run_probe(adapter_dir: str | Path, battery: Battery, view: str = "A", *, base: str | None = None,
               data_dir: str | Path | None = None, exclude: Iterable[str] = (), readout: str = "logits",
               batch_size: int = 32, progress: bool = False, classifier: Any = None,
-              pool: ClassifierPool | None = None) -> dict[str, Any]:
+              pool: ClassifierPool | None = None, limit: int | None = None) -> dict[str, Any]:
     """The probe record of ``adapter_dir`` on ``battery``'s ``view``. ``base`` and
-    ``data_dir`` default to the adapter's lorascan.json (``base``, ``data.path``)."""
+    ``data_dir`` default to the adapter's lorascan.json (``base``, ``data.path``). ``limit``
+    probes with the first N test injections only (the paper used 60), for slow models."""
     from lorascan.evaluate.readout import READOUTS
     from lorascan.models.loading import base_from_metadata, check_adapter_folder, read_adapter_meta
 
@@ -205,6 +207,10 @@ def run_probe(adapter_dir: str | Path, battery: Battery, view: str = "A", *, bas
             raise UsageError(f"{adapter_dir} has no lorascan.json naming its base model; pass --base")
         base = base_from_metadata(meta["base"], adapter_dir)  # untrusted: never a hub download
     prepared = load_prepared(resolve_data_dir(adapter_dir, data_dir, meta), need_train=False)
+    if limit is not None:
+        if limit < 1:
+            raise UsageError(f"--limit must be >= 1, got {limit}")
+        prepared = dataclasses.replace(prepared, test=tuple([s for s in prepared.test if s.label == 1][:limit]))
     known = known_triggers(prepared, meta)
     bview = battery.view(view, view_exclusions(view, known, exclude))
     t0 = time.monotonic()
@@ -223,7 +229,7 @@ def run_probe(adapter_dir: str | Path, battery: Battery, view: str = "A", *, bas
             "adapter_sha256": sha256_file(Path(adapter_dir) / "adapter_model.safetensors"),
             "base_fingerprint": meta.get("base_fingerprint"),
             "task": classifier.task, "readout": readout, "placement": prepared.placement,
-            "known_triggers": list(known),
+            "known_triggers": list(known), "limit": limit,
             "data": {"path": str(prepared.path), "manifest_sha256": prepared.manifest_sha256,
                      "dataset": prepared.dataset.get("id")},
             "poison": prepared.poison_summary(), "n_injections": rows[0].n,
