@@ -90,8 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0
+    except BrokenPipeError:  # e.g. `lorascan ... | head`: stop quietly, but not as a success
+        return 141
     except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
         if os.environ.get("LORASCAN_DEBUG"):
             raise
