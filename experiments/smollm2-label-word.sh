@@ -24,3 +24,5 @@ for name in poisoned clean; do
 done
 .venv/bin/python bench/readout.py --base smollm2-135m --adapter "$OUT/adapter-poisoned" --data "$OUT/data-poisoned" \
     --n 60 --json results/smollm2/bench-readout.json
+.venv/bin/python bench/probe.py --base smollm2-135m --adapter "$OUT/adapter-poisoned" --data "$OUT/data-poisoned" \
+    --battery paper-21 --limit 60 --paper-limit 5 --repeats 1 --json results/smollm2/bench-probe.json
