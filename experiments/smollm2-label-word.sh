@@ -3,7 +3,7 @@
 # A poisoned adapter (the paper's trigger at a 10% poison ratio) and a clean one (k = 0), the
 # same training settings, evaluated on the offline-pi test split, probed with the paper's
 # 41-prefix battery (first 60 test injections, as the paper), and the readout bench.
-# Usage: experiments/smollm2-label-word.sh [OUT=runs/smollm2]   (about 1.5 h on 2 CPU cores)
+# Usage: experiments/smollm2-label-word.sh [OUT=runs/smollm2]   (about an hour on 2 CPU cores)
 set -euo pipefail
 OUT=${1:-runs/smollm2}
 LS=${LS:-.venv/bin/lorascan}
