@@ -19,12 +19,20 @@ suffix and explicit position ids continue from the prefix (the pads do not count
 equal the unshared computation up to float rounding (tests check 1e-4 on tiny-qwen2). Used only
 for causal LMs whose cache layers are plain full-attention ``DynamicLayer``s (no sliding
 window); otherwise, or with ``share_prefix=False``, every prompt runs in full.
+
+Label head (label-word logits readout): only two logits are needed, so where the model's
+logits are a plain linear map of its decoder's last hidden state, the decoder runs alone and
+its last position is multiplied by the two label rows of the output layer (the full head
+costs a vocabulary-sized product per prompt, and transformers' ``logits_to_keep`` slice makes
+it a batched product against an expanded weight on CPU). The shortcut is checked once per
+classifier against the full head on a short prompt (1e-4 relative) and not used if it differs
+(logit soft-capping, scaling, a model that wraps its head differently).
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -66,6 +74,8 @@ class Classifier:
     base: str
     adapter: str | None = None
     share_prefix: bool = True  # label-word logits readout: run the prompts' common prefix once
+    label_head: bool = True  # label-word logits readout: compute only the two label logits
+    _head: Any = field(default=None, init=False, repr=False)  # (decoder, rows, bias) or False once checked
 
     @classmethod
     def load(cls, base: str, adapter_dir: str | Path | None = None, task: str | None = None,
@@ -136,8 +146,7 @@ class Classifier:
         ids, mask = pad_batch(batch, self._pad_id(), left=left)
         ids, mask = ids.to(self._device()), mask.to(self._device())
         if left:
-            out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), logits_to_keep=1)
-            return self._label_margin(out.logits[:, -1, :])
+            return self._last_margins(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask))
         logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
         return (logits[:, 1] - logits[:, 0]).cpu().numpy()
 
@@ -178,11 +187,57 @@ class Classifier:
         full_mask = torch.cat([torch.ones((rows, n), dtype=mask.dtype, device=device), mask], dim=1)
         positions = n + position_ids(mask)
         cache = DynamicCache([(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in layers])
-        logits = self.model(input_ids=ids, attention_mask=full_mask, position_ids=positions, cache=cache,
-                            use_cache=True, logits_to_keep=1).logits[:, -1, :]
+        margins = self._last_margins(input_ids=ids, attention_mask=full_mask, position_ids=positions, cache=cache,
+                                     use_cache=True)
         if cache.get_seq_length() != n + ids.shape[1]:  # the model did not attend to the cached prefix
             raise _PrefixNotUsed
-        return self._label_margin(logits)
+        return margins
+
+    def _last_margins(self, **inputs) -> np.ndarray:
+        """label-word margins at the last position of a left-padded batch: through the two-row
+        label head when it applies (module docstring), else the model's full head."""
+        head = self._label_rows(inputs["input_ids"][:1, -min(8, inputs["input_ids"].shape[1]):])
+        if head:
+            decoder, rows, bias = head
+            hidden = decoder(**inputs).last_hidden_state[:, -1, :]
+            logits = hidden.to(rows.dtype) @ rows.T
+            if bias is not None:
+                logits = logits + bias
+            return (logits[:, 1] - logits[:, 0]).float().cpu().numpy()
+        return self._label_margin(self.model(**inputs, logits_to_keep=1).logits[:, -1, :])
+
+    def _label_rows(self, probe_ids):
+        """(decoder, label rows [2, hidden] as (BENIGN, INJECTION), bias or None) when the
+        two-row head reproduces the model's logits, else False. Decided once, on ``probe_ids``
+        (a few real tokens) run both ways."""
+        import torch
+
+        if self._head is not None:
+            return self._head
+        self._head = False
+        if not self.label_head:
+            return False
+        try:
+            decoder = self.model.get_decoder()
+            out = self.model.get_output_embeddings()
+        except Exception:  # noqa: BLE001 - a model without the usual accessors: keep the full head
+            return False
+        if decoder is None or decoder is self.model or not isinstance(out, torch.nn.Linear):
+            return False
+        idx = torch.tensor(list(self.form.label_ids), device=out.weight.device)
+        rows = out.weight.index_select(0, idx)
+        bias = out.bias.index_select(0, idx) if out.bias is not None else None
+        mask = torch.ones_like(probe_ids)
+        try:
+            full = self.model(input_ids=probe_ids, attention_mask=mask, logits_to_keep=1).logits[0, -1, idx].float()
+            hidden = decoder(input_ids=probe_ids, attention_mask=mask).last_hidden_state[:, -1, :]
+            short = (hidden.to(rows.dtype) @ rows.T)[0]
+            short = (short + bias if bias is not None else short).float()
+        except Exception:  # noqa: BLE001 - the decoder does not run on its own: keep the full head
+            return False
+        if torch.allclose(short, full, rtol=1e-4, atol=1e-4 * float(full.abs().max()) + 1e-6):
+            self._head = (decoder, rows, bias)
+        return self._head
 
     def predict(self, texts: Sequence[str], readout: str = "logits", batch_size: int = 32,
                 progress: bool = False, desc: str = "readout") -> np.ndarray:
