@@ -31,7 +31,7 @@ import time
 import numpy as np
 
 from lorascan.data.prepared import load_prepared
-from lorascan.evaluate.readout import Classifier
+from lorascan.evaluate.readout import Classifier, common_prefix_length
 from lorascan.evaluate.run import triggered_texts
 
 
@@ -40,9 +40,7 @@ def _floor(clf: Classifier, texts: list[str]) -> dict:
     import torch
 
     seqs = clf._encode(texts)
-    n = min(len(q) for q in seqs) - 1
-    for q in seqs:
-        n = next((i for i in range(n) if q[i] != seqs[0][i]), n)
+    n = common_prefix_length(seqs)
     tokens = sum(len(q) - n for q in seqs)
     decoder = clf.model.get_decoder()
     weights = sum(m.weight.numel() for m in decoder.modules() if isinstance(m, torch.nn.Linear))

@@ -6,6 +6,9 @@ Exit codes: 2 for usage errors (bad flags, unknown names, invalid values), 1 for
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import Iterator
+
 from lorascan.text import printable
 
 
@@ -31,3 +34,16 @@ class DataError(LorascanError):
     """The input data or files are missing, malformed or unusable (exit code 1)."""
 
     exit_code = 1
+
+
+@contextmanager
+def reading(what: str, path: object) -> Iterator[None]:
+    """Turn the OS errors of reading ``path`` into one-line DataErrors: "<what> not found:
+    <path>" and "cannot read <what> <path>: <reason>". Callers handle their own format errors
+    (and any OSError they word differently) inside the block."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise DataError(f"{what} not found: {path}") from None
+    except OSError as err:
+        raise DataError(f"cannot read {what} {path}: {err.strerror or err}") from None

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from lorascan import __version__
-from lorascan.errors import DataError, UsageError
+from lorascan.errors import DataError, UsageError, reading
 
 SCHEMA_VERSION = 1
 
@@ -91,20 +91,17 @@ def read_json(path: str | os.PathLike, what: str = "record", max_bytes: int | No
     """Read a JSON file; a DataError (not a traceback) when it is missing, unreadable (a
     folder, no permission), larger than ``max_bytes``, nested too deeply or malformed."""
     path = Path(path)
-    try:
+    with reading(what, path):
         with open(path, "rb") as fh:
             raw = fh.read() if max_bytes is None else fh.read(max_bytes + 1)
-        if max_bytes is not None and len(raw) > max_bytes:
-            raise DataError(f"{what} {path} is larger than {max_bytes} bytes; refusing to read it")
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise DataError(f"{what} {path} is larger than {max_bytes} bytes; refusing to read it")
+    try:
         return json.loads(raw.decode("utf-8"))
-    except FileNotFoundError:
-        raise DataError(f"{what} not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{what} {path} is not valid JSON: {err}") from None
     except RecursionError:
         raise DataError(f"{what} {path} is not valid JSON: nested too deeply") from None
-    except OSError as err:
-        raise DataError(f"cannot read {what} {path}: {err.strerror or err}") from None
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from lorascan.cli.common import battery_option, print_profile_footer, save_profile
 from lorascan.errors import UsageError
 from lorascan.probe.batteries import VIEWS
 
@@ -16,8 +17,7 @@ DECISIONS = {"both": ("outlier_gap", "mean_attack_rate"), "gap": ("outlier_gap",
 
 @click.command("calibrate")
 @click.argument("cohort")
-@click.option("--battery", default="paper-21", show_default=True,
-              help="Built-in battery (paper-21, paper-41-v1, paper-41-canonical) or a .yaml/.json battery file.")
+@battery_option
 @click.option("--view", type=click.Choice(VIEWS), default="B", show_default=True,
               help="B: without the trigger category and each adapter's known trigger; C: also without the "
                    "RFC-family categories; A: everything (paper §7).")
@@ -64,11 +64,7 @@ def command(cohort, battery, view, out, plot, decision, base, readout, batch_siz
     profile = calibrate_records([r.name for r in runs], [r.label for r in runs], records, bat, view,
                                 decision=DECISIONS[decision], n_boot=n_boot, seed=seed, notes=[*notes, *fp_notes],
                                 base_fingerprint=fingerprint)
-    profile.save(out)  # before the plot: a plot that cannot be drawn must not cost the profile
-    if plot:
-        from lorascan.report.plots import write_roc_plot
-
-        write_roc_plot(profile, plot)
+    save_profile(profile, out, plot)
     _print_summary(profile, out, plot)
 
 
@@ -98,6 +94,4 @@ def _print_summary(profile, out: str, plot: str | None) -> None:
             rows.add_row(safe(e.name, 80), "poisoned" if e.label else "clean", f"{e.scores['outlier_gap']:.4f}",
                          f"{e.scores['mean_attack_rate']:.4f}")
         con.print(rows)
-    for note in profile.notes:
-        con.print(f"note: {safe(note, 200)}")
-    con.print(f"wrote {safe(out)}" + (f" and {safe(plot)}" if plot else ""))
+    print_profile_footer(con, profile, out, plot)

@@ -57,3 +57,25 @@ def source_options(fn: Callable) -> Callable:
         return fn(*args, **kwargs)
 
     return wrapper
+
+
+battery_option = click.option(
+    "--battery", default="paper-21", show_default=True,
+    help="Built-in battery (paper-21, paper-41-v1, paper-41-canonical) or a .yaml/.json battery file.")
+
+
+def save_profile(profile: Any, out: str, plot: str | None) -> None:
+    """Write a calibration profile, then its ROC plot (a plot that cannot be drawn must not
+    cost the profile)."""
+    profile.save(out)
+    if plot:
+        from lorascan.report.plots import write_roc_plot
+
+        write_roc_plot(profile, plot)
+
+
+def print_profile_footer(con: Console, profile: Any, out: str, plot: str | None) -> None:
+    """The profile's notes and what was written."""
+    for note in profile.notes:
+        con.print(f"note: {safe(note, 200)}")
+    con.print(f"wrote {safe(out)}" + (f" and {safe(plot)}" if plot else ""))

@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from lorascan.cli.common import battery_option
 from lorascan.probe.batteries import VIEWS
 
 
@@ -16,8 +17,7 @@ from lorascan.probe.batteries import VIEWS
 @click.option("--data", "data_dir", default=None, type=click.Path(),
               help="Folder written by 'lorascan poison' whose test injections carry the probes "
                    "[default: the adapter's lorascan.json data.path, else a sibling data/ folder].")
-@click.option("--battery", default="paper-21", show_default=True,
-              help="Built-in battery (paper-21, paper-41-v1, paper-41-canonical) or a .yaml/.json battery file.")
+@battery_option
 @click.option("--view", type=click.Choice(VIEWS), default="A", show_default=True,
               help="A: every probe; B: without the trigger category and the adapter's known trigger; "
                    "C: also without the RFC-family categories (paper §7).")

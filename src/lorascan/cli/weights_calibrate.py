@@ -11,6 +11,7 @@ from lorascan.detect.blas import prefer_single_thread
 prefer_single_thread()  # before numpy is imported (see lorascan.detect.blas)
 
 from lorascan.detect.cohort import calibrate_cohort, read_cohort  # noqa: E402
+from lorascan.cli.common import print_profile_footer, save_profile  # noqa: E402
 from lorascan.detect.weights import SCALINGS, WeightDetector  # noqa: E402
 from lorascan.errors import UsageError  # noqa: E402
 
@@ -41,11 +42,7 @@ def command(cohort: str, out: str, decision: tuple[str, ...], scaling: str, n_bo
         raise UsageError("--feature best cannot be combined with named features")
     profile = calibrate_cohort(members, WeightDetector(scaling=scaling), view="weights", decision=chosen,
                                n_boot=n_boot, seed=seed, notes=notes)
-    profile.save(out)  # before the plot: a plot that cannot be drawn must not cost the profile
-    if plot:
-        from lorascan.report.plots import write_roc_plot
-
-        write_roc_plot(profile, plot)
+    save_profile(profile, out, plot)
     _print_summary(profile, out, plot)
 
 
@@ -67,6 +64,4 @@ def _print_summary(profile, out: str, plot: str | None) -> None:
                       f"{cal.auc_ci[0]:.3f}-{cal.auc_ci[1]:.3f}", f"{cal.auc_trapezoid:.3f}",
                       f"{cal.threshold:.4g}", f"{cal.recall:.3f}")
     con.print(table)
-    for note in profile.notes:
-        con.print(f"note: {safe(note, 200)}")
-    con.print(f"wrote {safe(out)}" + (f" and {safe(plot)}" if plot else ""))
+    print_profile_footer(con, profile, out, plot)

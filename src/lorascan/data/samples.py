@@ -13,7 +13,7 @@ from itertools import repeat
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from lorascan.errors import DataError
+from lorascan.errors import DataError, reading
 
 BENIGN, INJECTION = 0, 1
 LABEL_NAMES = {BENIGN: "benign", INJECTION: "injection"}
@@ -123,17 +123,14 @@ def read_jsonl(path: Path) -> list[Sample]:
     not UTF-8 or a file that cannot be read is a DataError naming the file (and line)."""
     out = []
     n = 0
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for n, line in enumerate(fh, 1):
-                if line.strip():
-                    out.append(_row(path, n, line))
-    except FileNotFoundError:
-        raise DataError(f"data file not found: {path}") from None
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text (near line {n + 1})") from None
-    except OSError as err:
-        raise DataError(f"cannot read data file {path}: {err.strerror or err}") from None
+    with reading("data file", path):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                for n, line in enumerate(fh, 1):
+                    if line.strip():
+                        out.append(_row(path, n, line))
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: not UTF-8 text (near line {n + 1})") from None
     return out
 
 

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from lorascan.errors import DataError
+from lorascan.errors import DataError, reading
 
 MAX_JSON_BYTES = 16 * 2**20  # far above any adapter config, manifest or probe record
 MAX_PROFILE_BYTES = 64 * 2**20  # profiles carry ROC points of every feature
@@ -54,15 +54,12 @@ def read_json_untrusted(path: str | os.PathLike, what: str = "record", max_bytes
     """Read and parse a JSON file of at most ``max_bytes`` bytes (see the module docstring).
     Messages match :func:`lorascan.records.read_json`: "<what> not found: <path>", ..."""
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            blob = _read_at_most(fh, max_bytes + 1)
-    except FileNotFoundError:
-        raise DataError(f"{what} not found: {path}") from None
-    except IsADirectoryError:
-        raise DataError(f"{what} {path} is a folder, not a JSON file") from None
-    except OSError as err:
-        raise DataError(f"cannot read {what} {path}: {err.strerror or err}") from None
+    with reading(what, path):
+        try:
+            with open(path, "rb") as fh:
+                blob = _read_at_most(fh, max_bytes + 1)
+        except IsADirectoryError:
+            raise DataError(f"{what} {path} is a folder, not a JSON file") from None
     if len(blob) > max_bytes:
         raise DataError(f"{what} {path} is larger than {max_bytes} bytes; refusing to parse it")
     return loads_untrusted(blob, f"{what} {path}")

@@ -54,6 +54,15 @@ class _PrefixNotUsed(Exception):
 MIN_SHARED_PREFIX = 8  # tokens; below this the cache copies cost more than they save
 
 
+def common_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix common to all ``seqs``, leaving at least one token to each."""
+    first = seqs[0]
+    n = min(len(s) for s in seqs) - 1
+    for s in seqs:
+        n = next((i for i in range(n) if s[i] != first[i]), n)
+    return n
+
+
 def readout_settings(meta: dict[str, Any], spec: BaseSpec, task: str | None = None,
                      max_length: int | None = None) -> tuple[str, int]:
     """(task, max_length) to read an adapter with: the given values, else the adapter's
@@ -156,16 +165,10 @@ class Classifier:
         import torch
         from transformers.cache_utils import DynamicLayer
 
-        first = seqs[0]
-        n = min(len(s) for s in seqs) - 1
-        for s in seqs:
-            m = 0
-            while m < n and s[m] == first[m]:
-                m += 1
-            n = m
-            if n < MIN_SHARED_PREFIX:
-                return None
-        ids = torch.tensor([first[:n]], dtype=torch.long, device=self._device())
+        n = common_prefix_length(seqs)
+        if n < MIN_SHARED_PREFIX:
+            return None
+        ids = torch.tensor([seqs[0][:n]], dtype=torch.long, device=self._device())
         res = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, logits_to_keep=1)
         cache = getattr(res, "cache", None)
         if cache is None:

@@ -44,7 +44,7 @@ from typing import Any, Iterator
 
 from lorascan import config as cfgmod
 from lorascan.data.poison import PLACEMENTS
-from lorascan.errors import DataError, UsageError
+from lorascan.errors import DataError, UsageError, reading
 from lorascan.evaluate.readout import READOUTS
 from lorascan.text import slug
 from lorascan.train.config import TrainConfig
@@ -253,12 +253,11 @@ def load_grid(path: str | Path) -> GridConfig:
     import yaml
 
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"grid config not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read grid config {path}: {getattr(err, 'strerror', None) or err}") from None
+    with reading("grid config", path):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise DataError(f"cannot read grid config {path}: {err}") from None
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:

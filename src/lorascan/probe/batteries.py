@@ -29,7 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
-from lorascan.errors import DataError, UsageError
+from lorascan.errors import DataError, UsageError, reading
 
 VIEWS = ("A", "B", "C")
 DEFAULT_TRIGGER_CATEGORIES = ("trigger", "trained_trigger")
@@ -197,16 +197,13 @@ def load_battery_file(path: str | Path) -> Battery:
     suffix = path.suffix.lower()
     if suffix not in (".yaml", ".yml", ".json"):
         raise UsageError(f"battery file {path} must end in .yaml, .yml or .json")
-    try:
+    with reading("battery file", path):
         if path.stat().st_size > MAX_FILE_BYTES:
             raise DataError(f"battery file {path} is larger than {MAX_FILE_BYTES} bytes")
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"battery file not found: {path}") from None
-    except UnicodeDecodeError:
-        raise DataError(f"battery file {path} is not UTF-8 text") from None
-    except OSError as err:
-        raise DataError(f"cannot read battery file {path}: {err.strerror}") from None
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise DataError(f"battery file {path} is not UTF-8 text") from None
     return battery_from_dict(_parse(text, suffix, str(path)), str(path))
 
 
