@@ -118,11 +118,12 @@ def test_force_replaces_only_empty_or_lorascan_folders(tmp_path):
         (tmp / "b").write_text("2")
     assert sorted(os.listdir(tmp_path / "empty")) == [".lorascan", "b"]
     for name in ("adapter_config.json", "run.json", "status.json", "eval.json", "lorascan.json"):
-        old = tmp_path / f"old-{name}"
+        old = tmp_path / f"old-{name}"                   # issue 15: a look-alike is not lorascan's
         old.mkdir()
         (old / name).write_text("{}")
         (old / "other").write_text("x")
-        assert check_output_dir(old, force=True) == old
+        with pytest.raises(UsageError, match="lorascan did not write"):
+            check_output_dir(old, force=True)
 
 
 def test_out_may_not_be_hold_or_lie_inside_an_input(tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from lorascan import __version__
 from lorascan.errors import DataError, UsageError
-from lorascan.records import (atomic_dir, check_output_dir, dumps, read_json, record_header,
+from lorascan.records import (atomic_dir, check_output_dir, write_marker, dumps, read_json, record_header,
                               write_json_atomic)
 
 
@@ -59,7 +59,11 @@ def test_check_output_dir(tmp_path):
     # --force replaces only a folder lorascan wrote (changed rule: a user's folder is refused)
     with pytest.raises(UsageError, match="lorascan did not write"):
         check_output_dir(tmp_path / "full", force=True)
-    (tmp_path / "full" / "manifest.json").write_text("{}")
+    (tmp_path / "full" / "manifest.json").write_text("{}")  # looking like lorascan's output is not enough
+    with pytest.raises(UsageError, match="lorascan did not write"):
+        check_output_dir(tmp_path / "full", force=True)
+    (tmp_path / "full" / "x").unlink()
+    write_marker(tmp_path / "full", "poison")           # marked, and holding only what it lists
     assert check_output_dir(tmp_path / "full", force=True) == tmp_path / "full"
     assert check_output_dir(tmp_path / "new", force=False) == tmp_path / "new"
 
@@ -97,7 +101,7 @@ def test_a_failed_final_rename_puts_the_old_folder_back(tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
     (out / "old").write_text("keep")
-    (out / ".lorascan").write_text("")                  # a folder lorascan wrote: --force may replace it
+    write_marker(out, "test")                           # a folder lorascan wrote: --force may replace it
     real_replace = os.replace
 
     def replace(src, dst):
@@ -110,3 +114,20 @@ def test_a_failed_final_rename_puts_the_old_folder_back(tmp_path, monkeypatch):
         with atomic_dir(out, force=True) as tmp:
             (tmp / "new").write_text("x")
     assert sorted(os.listdir(out)) == [".lorascan", "old"] and os.listdir(tmp_path) == ["out"]
+
+
+def test_recover_removes_only_dead_writers_folders_and_puts_a_moved_out_back(tmp_path):
+    from lorascan.records import _writer_tag, recover
+
+    out = tmp_path / "out"
+    host = _writer_tag().split("-")[0]
+    dead = tmp_path / f".out.{host}-999999999-abcd1234.partial"     # no such pid
+    live = tmp_path / f".out.{_writer_tag()}abcd1234.partial"          # this process
+    other = tmp_path / ".out.ffffffff-1-abcd1234.partial"             # another host
+    for d in (dead, live, other):
+        d.mkdir()
+    (tmp_path / ".out.x.old" / "d").mkdir(parents=True)                # killed mid-swap
+    (tmp_path / ".out.x.old" / "d" / "f").write_text("old")
+    recover(out)
+    assert (out / "f").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out", live.name, other.name])

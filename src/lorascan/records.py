@@ -15,12 +15,14 @@ import math
 import os
 import secrets
 import shutil
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from lorascan import __version__
 from lorascan.errors import DataError, UsageError, reading
+from lorascan.text import printable
 
 SCHEMA_VERSION = 1
 
@@ -45,13 +47,13 @@ def dumps(obj: Any) -> str:
     return json.dumps(_clean(obj), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
-def _temp_sibling(path: Path, suffix: str, make: Callable[[Path], Any]) -> tuple[Path, Any]:
+def _temp_sibling(path: Path, suffix: str, make: Callable[[Path], Any], tag: str = "") -> tuple[Path, Any]:
     """Create a new hidden sibling of ``path`` with ``make`` (which must fail if it exists).
 
     Unlike ``tempfile.mkstemp``/``mkdtemp`` (modes 0600/0700) this keeps the modes that
     ``open``/``mkdir`` give under the user's umask, so outputs are as readable as any file."""
     for _ in range(100):
-        candidate = path.parent / f".{path.name}.{secrets.token_hex(4)}{suffix}"
+        candidate = path.parent / f".{path.name}.{tag}{secrets.token_hex(4)}{suffix}"
         try:
             return candidate, make(candidate)
         except FileExistsError:
@@ -112,11 +114,81 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-# Files that mark a folder as written by lorascan: a --force may replace such a folder (or an
-# empty one), never another. MARKER is put into every folder written through atomic_dir.
+# --force replaces a folder only when lorascan wrote it (issue 15): a folder written through
+# atomic_dir holds MARKER, a JSON record of the kind of output and a listing of every file and
+# folder lorascan put there. A folder without a valid marker, or holding anything the listing
+# does not name (a user's notes next to a manifest.json), is never replaced. Looking like
+# lorascan's output (a manifest.json, an adapter_config.json) proves nothing: a downloaded
+# adapter looks the same.
 MARKER = ".lorascan"
-LORASCAN_FILES = (MARKER, "manifest.json", "lorascan.json", "adapter_config.json", "run.json", "eval.json",
-                  "status.json")
+MARKER_KIND = "output-marker"
+# A listing is one line per entry; 64 MiB covers ~500,000 entries (an adapter folder has 3,
+# a poison folder 4). A bigger marker is not one lorascan wrote.
+MARKER_MAX_BYTES = 64 << 20
+FOREIGN_SHOWN = 3  # foreign entries named in a refusal
+
+
+def _entries(folder: Path) -> Iterator[str]:
+    """Every file, folder and link under ``folder`` (relative POSIX paths; links not followed)."""
+    for root, dirs, files in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        for name in sorted(dirs) + sorted(files):
+            yield (rel / name).as_posix()
+
+
+def write_marker(folder: str | os.PathLike, kind: str) -> Path:
+    """Record in ``folder``/MARKER that lorascan wrote ``folder`` as a ``kind`` output, with
+    the listing of what it holds now (the marker itself excluded)."""
+    folder = Path(folder)
+    listing = sorted(e for e in _entries(folder) if e != MARKER)
+    return write_json_atomic(folder / MARKER, {**record_header(MARKER_KIND), "output": kind, "files": listing,
+                                               **_writer()})
+
+
+def _writer() -> dict[str, Any]:
+    """Who wrote the folder (provenance in the marker)."""
+    return {"pid": os.getpid(), "host": socket.gethostname()}
+
+
+def _writer_tag() -> str:
+    """``<host hash>-<pid>-``: put into a temporary folder's name when it is created, so a
+    folder left by a killed writer is known as such (:func:`recover`) with nothing written
+    inside it first."""
+    host = hashlib.sha256(socket.gethostname().encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{host}-{os.getpid()}-"
+
+
+def read_marker(folder: str | os.PathLike) -> dict[str, Any] | None:
+    """The marker of ``folder`` when it is one lorascan wrote (right kind, a listing of
+    strings), else None."""
+    path = Path(folder) / MARKER
+    try:
+        if not path.is_file() or path.is_symlink():
+            return None
+        rec = read_json(path, "lorascan marker", max_bytes=MARKER_MAX_BYTES)
+    except (DataError, OSError):
+        return None
+    if not isinstance(rec, dict) or rec.get("kind") != MARKER_KIND or not isinstance(rec.get("output"), str):
+        return None
+    files = rec.get("files")
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return None
+    return rec
+
+
+def foreign_entries(folder: str | os.PathLike, limit: int = FOREIGN_SHOWN) -> list[str]:
+    """Up to ``limit`` entries of ``folder`` that its marker does not list (every entry when
+    there is no valid marker). Empty: lorascan wrote everything in ``folder``."""
+    folder = Path(folder)
+    marker = read_marker(folder)
+    listed = set(marker["files"]) | {MARKER} if marker is not None else set()
+    found = []
+    for entry in _entries(folder):
+        if entry not in listed:
+            found.append(entry)
+            if len(found) >= limit:
+                break
+    return found
 
 
 def _related(out: Path, inputs: Iterable[str | os.PathLike]) -> Path | None:
@@ -131,11 +203,13 @@ def _related(out: Path, inputs: Iterable[str | os.PathLike]) -> Path | None:
 
 def check_output_dir(out: str | os.PathLike, force: bool, inputs: Iterable[str | os.PathLike] = ()) -> Path:
     """Refuse an ``out`` that is a file, that is, holds or lies inside one of ``inputs``, or
-    that is a non-empty folder unless ``force``. Even with ``force`` only an empty folder or
-    one lorascan wrote (it holds one of ``LORASCAN_FILES``) is replaced, never the working
-    folder, one of its parents or the home folder."""
+    that is a non-empty folder unless ``force``. Even with ``force`` only a folder lorascan
+    wrote and that holds nothing else (its marker lists every entry, see :data:`MARKER`) is
+    replaced, never the working folder, one of its parents or the home folder. An ``out`` left
+    missing by a process killed while it replaced ``out`` is put back first (:func:`recover`)."""
     out = Path(out)
     try:
+        recover(out)
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out {out} exists and is not a folder")
         inp = _related(out, inputs)
@@ -150,33 +224,83 @@ def check_output_dir(out: str | os.PathLike, force: bool, inputs: Iterable[str |
         if where == cwd or where in cwd.parents or where == Path.home().resolve():
             raise UsageError(f"--out {out} is the working folder, one of its parents or the home folder; "
                              "refusing to replace it even with --force")
-        if not any((out / name).is_file() for name in LORASCAN_FILES):
-            raise UsageError(f"--out {out} holds files lorascan did not write; refusing to replace it even with "
-                             "--force (empty it or choose another folder)")
+        foreign = foreign_entries(out, FOREIGN_SHOWN + 1)
+        if foreign:
+            shown = ", ".join(printable(f, 60) for f in foreign[:FOREIGN_SHOWN]) + (", ..." if len(foreign) > FOREIGN_SHOWN else "")
+            why = "holds files lorascan did not write" if read_marker(out) else \
+                "has no lorascan marker (.lorascan), so it holds files lorascan did not write"
+            raise UsageError(f"--out {out} {why} ({shown}); refusing to replace it even with --force "
+                             "(empty it or choose another folder)")
     except OSError as err:
         raise DataError(f"cannot use --out {out}: {err.strerror or err}") from None
     return out
 
 
+def _siblings(out: Path, suffix: str) -> list[Path]:
+    """The temporary siblings of ``out`` that :func:`atomic_dir` makes (``.<name>.*<suffix>``)."""
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        return []
+    prefix = f".{out.name}."
+    return sorted(p for p in parent.iterdir() if p.name.startswith(prefix) and p.name.endswith(suffix)
+                  and p.is_dir() and not p.is_symlink())
+
+
+def _pid_alive(pid: Any) -> bool:
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def recover(out: str | os.PathLike) -> None:
+    """Repair what a killed :func:`atomic_dir` left beside ``out``: when ``out`` is missing and
+    an old copy was moved aside to be replaced (``.<name>.*.old/d``), move it back (with
+    ``out`` in place, the old copy was replaced: remove it); remove ``.<name>.*.partial``
+    folders whose writer (named in the folder's name, on this host) is dead. Nothing else is
+    touched."""
+    out = Path(out)
+    for old in reversed(_siblings(out, ".old")):
+        if not (old / "d").is_dir():
+            continue  # empty: a live writer is about to move ``out`` into it
+        if not out.exists():
+            os.replace(old / "d", out)
+        shutil.rmtree(old, ignore_errors=True)  # ``out`` is in place: the old copy was replaced
+    this_host = f".{out.name}.{_writer_tag().split('-')[0]}-"
+    for tmp in _siblings(out, ".partial"):
+        if not tmp.name.startswith(this_host):
+            continue  # another host's writer (a shared file system): not ours to judge
+        pid = tmp.name[len(this_host):].split("-")[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(out: str | os.PathLike, force: bool = False,
-               inputs: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
+               inputs: Iterable[str | os.PathLike] = (), kind: str = "output") -> Iterator[Path]:
     """Yield a temporary folder beside ``out``; on success it replaces ``out``.
 
     ``out`` is checked first (:func:`check_output_dir` with ``force`` and ``inputs``). The
-    folder gets a ``.lorascan`` marker, so a later ``--force`` knows lorascan wrote it. On any
-    failure the temporary folder is removed and ``out`` is left as it was.
+    folder gets a :data:`MARKER` naming ``kind`` and listing what it holds when it is complete,
+    so a later ``--force`` knows lorascan wrote it and nothing was added since. On any failure
+    the temporary folder is removed and ``out`` is left as it was; a process killed here
+    leaves at most a hidden sibling that the next call for ``out`` repairs (:func:`recover`).
     """
     out = check_output_dir(out, force, inputs)
     parent = out.parent if str(out.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp, _ = _temp_sibling(parent / out.name, ".partial", os.mkdir)
+        tmp, _ = _temp_sibling(parent / out.name, ".partial", os.mkdir, tag=_writer_tag())
     except OSError as err:
         raise DataError(f"cannot write to {parent}: {err.strerror}") from None
     try:
-        (tmp / MARKER).write_text(f"written by lorascan {__version__}\n", encoding="utf-8")
         yield tmp
+        write_marker(tmp, kind)
         _commit(tmp, out, parent)
     except BaseException as err:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -121,7 +121,8 @@ def train_adapter(base: str, data_dir: str | Path, out: str | Path, cfg: TrainCo
     """Train a LoRA adapter on ``data_dir`` and write it to ``out`` (atomically).
 
     Returns the ``lorascan.json`` record written beside the adapter."""
-    check_output_dir(out, force, inputs=(data_dir,))
+    inputs = _inputs(base, data_dir)
+    check_output_dir(out, force, inputs=inputs)
     prepared = load_prepared(data_dir)
     spec = resolve_base(base)
     cfg = cfg.resolved(resolve_task(spec, cfg))
@@ -135,10 +136,21 @@ def train_adapter(base: str, data_dir: str | Path, out: str | Path, cfg: TrainCo
     meta = _metadata(base, run.fingerprint, cfg.task, cfg, prepared, run.steps, run.per_epoch, losses,
                      time.monotonic() - t0, n_trainable, device, run.quant)
     run.model.eval()
-    with atomic_dir(out, force=force, inputs=(data_dir,)) as tmp:
+    with atomic_dir(out, force=force, inputs=inputs, kind="adapter") as tmp:
         run.model.save_pretrained(str(tmp), safe_serialization=True)
         write_json_atomic(tmp / "lorascan.json", meta)
     return meta
+
+
+def _inputs(base: str, data_dir: str | Path) -> tuple[Path, ...]:
+    """What training reads from disk: the data folder and a local base (a folder or a .gguf
+    file), which --out may never be, hold or lie inside, --force or not."""
+    base_path = Path(base).expanduser()
+    try:
+        local = base_path.exists()
+    except OSError:
+        local = False
+    return (Path(data_dir),) + ((base_path,) if local else ())
 
 
 def _setup(base: str, spec: BaseSpec, cfg: TrainConfig, prepared) -> _Run:
