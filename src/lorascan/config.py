@@ -9,6 +9,7 @@ import typing
 from typing import Any, TypeVar
 
 from lorascan.errors import UsageError
+from lorascan.text import short_repr
 
 T = TypeVar("T")
 
@@ -29,7 +30,8 @@ def _plain(value: Any) -> Any:
 
 
 def _check_type(value: Any, tp: Any, where: str) -> Any:
-    """Check (and lightly coerce: list -> tuple, int -> float) a value against an annotation."""
+    """Check (and lightly coerce: list -> tuple, int -> float) a value against an annotation.
+    Values are quoted with :func:`short_repr`: a YAML alias bomb's repr is exponential in size."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
@@ -40,14 +42,14 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
                 return _check_type(value, arg, where)
             except UsageError:
                 continue
-        raise UsageError(f"{where}: expected {_name(tp)}, got {type(value).__name__} {value!r}")
+        raise UsageError(f"{where}: expected {_name(tp)}, got {type(value).__name__} {short_repr(value)}")
     if tp is type(None):
         if value is None:
             return None
-        raise UsageError(f"{where}: expected null, got {value!r}")
+        raise UsageError(f"{where}: expected null, got {short_repr(value)}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise UsageError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+            raise UsageError(f"{where}: expected a list, got {type(value).__name__} {short_repr(value)}")
         inner = args[0] if args else Any
         return tuple(_check_type(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
     if origin is dict:
@@ -61,19 +63,19 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UsageError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+            raise UsageError(f"{where}: expected a number, got {type(value).__name__} {short_repr(value)}")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise UsageError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+            raise UsageError(f"{where}: expected an integer, got {type(value).__name__} {short_repr(value)}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise UsageError(f"{where}: expected true or false, got {value!r}")
+            raise UsageError(f"{where}: expected true or false, got {short_repr(value)}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise UsageError(f"{where}: expected a string, got {type(value).__name__} {value!r}")
+            raise UsageError(f"{where}: expected a string, got {type(value).__name__} {short_repr(value)}")
         return value
     return value
 
@@ -95,9 +97,9 @@ def from_dict(cls: type[T], data: Any, where: str = "config") -> T:
         raise UsageError(f"{where}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(str(k) for k in set(data) - set(fields))  # str: YAML keys may be numbers
     if unknown:
-        raise UsageError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(fields))})")
+        raise UsageError(f"{where}: unknown key {short_repr(unknown[0])} (known: {', '.join(sorted(fields))})")
     kwargs = {k: _check_type(v, hints[k], f"{where}.{k}") for k, v in data.items()}
     try:
         return cls(**kwargs)

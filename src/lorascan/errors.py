@@ -11,17 +11,24 @@ from typing import Iterator
 
 from lorascan.text import printable
 
+MESSAGE_MAX = 1000  # characters: an error is one terminal line or a few, never a quoted file
+
 
 class LorascanError(Exception):
     """A failure the user can act on; ``str(err)`` is the one-line message. Messages quote
     attacker-controlled text (column names, metadata values, triggers), so whitespace runs are
     collapsed to one space and any other non-printable character (ESC sequences, bidi
-    overrides) is shown escaped (:func:`lorascan.text.printable`)."""
+    overrides) is shown escaped (:func:`lorascan.text.printable`), and the message is cut to
+    ``MESSAGE_MAX`` characters (callers quote values with :func:`lorascan.text.short_repr`; the
+    cut is the backstop for one that did not, e.g. a 1.2 MB label)."""
 
     exit_code = 1
 
     def __init__(self, message: str):
-        super().__init__(printable(" ".join(str(message).split())))
+        text = str(message)
+        if len(text) > 4 * MESSAGE_MAX:  # escaping can only lengthen; cut before the work
+            text = text[: 4 * MESSAGE_MAX]
+        super().__init__(printable(" ".join(text.split()), MESSAGE_MAX))
 
 
 class UsageError(LorascanError):

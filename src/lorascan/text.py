@@ -5,9 +5,29 @@ from __future__ import annotations
 
 import hashlib
 import re
+import reprlib
 from typing import Any
 
 SLUG_MAX = 40
+QUOTE_MAX = 60  # characters of a value quoted in an error message
+
+
+def _short_reprs() -> reprlib.Repr:
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 2, 4, 4, 4, 4
+    r.maxstring = r.maxother = r.maxlong = QUOTE_MAX
+    return r
+
+
+_SHORT = _short_reprs()
+
+
+def short_repr(value: Any, limit: int = QUOTE_MAX) -> str:
+    """A repr of ``value`` for an error message whose cost and length do not depend on the
+    value's size: at most 4 items per container, 2 levels deep, strings and numbers cut
+    (:mod:`reprlib`), then cut to ``limit`` characters. ``repr`` of a YAML alias bomb or a
+    1 MB label would be as large as the value (issue 15)."""
+    return printable(_SHORT.repr(value), limit)
 
 
 def printable(text: Any, limit: int | None = None) -> str:

@@ -24,7 +24,8 @@ from lorascan.probe.batteries import VIEWS
 @click.option("--exclude", multiple=True, metavar="TRIGGER", help="Also drop probes equal to this trigger (any view).")
 @click.option("--readout", type=click.Choice(["logits", "generate"]), default="logits", show_default=True,
               help="Batched logits, or the paper's greedy generation (label-word only).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1, 4096), default=32, show_default=True,
+              help="Prompts per forward pass (at most 4096: more only costs memory).")
 @click.option("--limit", type=click.IntRange(min=1), default=None,
               help="Probe with the first N test injections only (the paper used 60) [default: all].")
 @click.option("--profile", "profile_path", default=None, metavar="P",

@@ -42,17 +42,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from lorascan import bounded
 from lorascan import config as cfgmod
 from lorascan.data.poison import PLACEMENTS
-from lorascan.errors import DataError, UsageError, reading
+from lorascan.errors import UsageError
 from lorascan.evaluate.readout import READOUTS
-from lorascan.text import slug
+from lorascan.text import short_repr, slug
 from lorascan.train.config import TrainConfig
 
 AXES = ("base", "trigger", "count", "seed", "rank")   # the keys of an extra_runs entry
 GRID_AXES = {"base": "base", "trigger": "triggers", "count": "counts", "seed": "seeds", "rank": "ranks"}
 TASKS = ("label-word", "seq-cls")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# fullmatch, not match with "$": "$" also matches before a trailing newline, which would put
+# "name\n" into grids/<name>.json (issue 15).
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# Bounds (issue 15). The largest shipped grid has 24 runs and the paper's cohort 34; each run
+# trains an adapter (minutes), so 10,000 runs is already months of CPU time: a grid asking for
+# more is a mistake or an attack, and refusing it costs nothing (the product is counted, never
+# built). Counts are capped again against the data when a run poisons (see data/poison.py);
+# the cap here keeps a grid's own numbers sane. Ranks above 1,024 exceed the hidden size of
+# every model lorascan trains; seeds fit in 32 bits (numpy and torch seed ranges).
+MAX_RUNS = 10_000
+MAX_COUNT = 10_000_000
+MAX_RANK = 1024
+MAX_SEED = 2**32 - 1
+MAX_TEXT_CHARS = 1000   # a base id, dataset spec or trigger
+MAX_FILE_BYTES = 1 << 20
+BOUNDS = bounded.Bounds(max_bytes=MAX_FILE_BYTES, max_depth=8, max_nodes=50_000, max_string=10_000)
 _TAG = "@grid"
 _AXIS_TYPES = {"base": str, "trigger": str, "count": int, "seed": int, "rank": int}
 
@@ -129,32 +145,41 @@ class GridConfig:
     def __post_init__(self) -> None:
         if isinstance(self.base, str):
             object.__setattr__(self, "base", (self.base,))
-        if not _NAME.match(self.name):
-            raise UsageError(f"name: '{self.name[:40]}' must be 1-64 letters, digits, '.', '_' or '-'")
+        if not _NAME.fullmatch(self.name):
+            raise UsageError(f"name: {short_repr(self.name, 40)} must be 1-64 letters, digits, '.', '_' or '-'")
         if self.task not in TASKS:
-            raise UsageError(f"task: unknown task '{self.task[:40]}' (use {', '.join(TASKS)})")
+            raise UsageError(f"task: unknown task {short_repr(self.task, 40)} (use {', '.join(TASKS)})")
         if not self.dataset.strip():
             raise UsageError("dataset: must not be empty")
+        if len(self.dataset) > MAX_TEXT_CHARS or len(self.description) > 10_000:
+            raise UsageError(f"dataset or description: too long (at most {MAX_TEXT_CHARS} and 10000 characters)")
         for key in ("base", "triggers", "counts", "seeds", "ranks"):
             values = getattr(self, key)
             if not values:
                 raise UsageError(f"{key}: the list is empty, so the grid has no runs")
-            dup = next((v for v in values if values.count(v) > 1), None)
+            if len(values) > MAX_RUNS:
+                raise UsageError(f"{key}: more than {MAX_RUNS} values")
+            dup = _first_duplicate(values)
             if dup is not None:
-                raise UsageError(f"{key}: value {repr(dup)[:42]} is listed twice")
+                raise UsageError(f"{key}: value {short_repr(dup, 42)} is listed twice")
         _check_axis_values({"base": self.base, "trigger": self.triggers, "count": self.counts,
                             "seed": self.seeds, "rank": self.ranks}, "")
         if self.placement not in PLACEMENTS:
-            raise UsageError(f"placement: unknown '{self.placement[:40]}' (use {', '.join(PLACEMENTS)})")
+            raise UsageError(f"placement: unknown {short_repr(self.placement, 40)} (use {', '.join(PLACEMENTS)})")
         if self.readout not in READOUTS:
-            raise UsageError(f"readout: unknown '{self.readout[:40]}' (use {', '.join(READOUTS)})")
+            raise UsageError(f"readout: unknown {short_repr(self.readout, 40)} (use {', '.join(READOUTS)})")
         if self.readout == "generate" and self.task != "label-word":
             raise UsageError("readout: 'generate' needs task label-word")
-        if self.eval_batch_size < 1:
-            raise UsageError(f"eval_batch_size: must be >= 1, got {self.eval_batch_size}")
+        if not 1 <= self.eval_batch_size <= 4096:
+            raise UsageError(f"eval_batch_size: must be in [1, 4096], got {short_repr(self.eval_batch_size)}")
         self.train_config()  # validate the overrides now, not at the first run
+        if len(self.extra_runs) > MAX_RUNS:
+            raise UsageError(f"extra_runs: more than {MAX_RUNS} entries")
+        n_runs = _product_size(self._axes())
         for i, entry in enumerate(self.extra_runs):
-            self._extra_axes(entry, f"extra_runs[{i}]")
+            n_runs += _product_size(self._extra_axes(entry, f"extra_runs[{i}]"))
+        if n_runs > MAX_RUNS:  # counted before any run is built (duplicates included)
+            raise UsageError(f"the grid expands to {n_runs} runs, more than {MAX_RUNS}; split it into smaller grids")
 
     def train_config(self) -> TrainConfig:
         """The training config shared by every run (before its rank and seed are set)."""
@@ -178,12 +203,14 @@ class GridConfig:
             raise UsageError(f"{where}: expected a mapping of {', '.join(AXES)}")
         unknown = sorted(set(entry) - set(AXES))
         if unknown:
-            raise UsageError(f"{where}: unknown key '{str(unknown[0])[:40]}' (known: {', '.join(AXES)})")
+            raise UsageError(f"{where}: unknown key {short_repr(str(unknown[0]), 40)} (known: {', '.join(AXES)})")
         axes = dict(self._axes())
         for key, value in entry.items():
             values = tuple(value) if isinstance(value, (list, tuple)) else (value,)
             if not values:
                 raise UsageError(f"{where}.{key}: the list is empty")
+            if len(values) > MAX_RUNS:
+                raise UsageError(f"{where}.{key}: more than {MAX_RUNS} values")
             axes[key] = values
         _check_axis_values({k: axes[k] for k in entry}, f"{where}.")
         return axes
@@ -209,6 +236,32 @@ class GridConfig:
         return cfgmod.to_dict(self)
 
 
+_AXIS_RANGES = {"count": (0, MAX_COUNT, "k"), "seed": (0, MAX_SEED, "seeds"), "rank": (1, MAX_RANK, "rank")}
+
+
+def _product_size(axes: dict[str, tuple]) -> int:
+    n = 1
+    for key in AXES:
+        n *= len(axes[key])
+    return n
+
+
+def _first_duplicate(values: tuple) -> Any:
+    """The first value listed twice (hashable values in linear time; a list is compared)."""
+    seen: list = []
+    hashed: set = set()
+    for v in values:
+        try:
+            if (type(v), v) in hashed:
+                return v
+            hashed.add((type(v), v))
+        except TypeError:  # unhashable: the type check will refuse it anyway
+            if v in seen:
+                return v
+            seen.append(v)
+    return None
+
+
 def _check_axis_values(axes: dict[str, tuple], prefix: str) -> None:
     for key, values in axes.items():
         name = f"{prefix}{GRID_AXES[key] if not prefix else key}"
@@ -216,15 +269,16 @@ def _check_axis_values(axes: dict[str, tuple], prefix: str) -> None:
             want = _AXIS_TYPES[key]
             if isinstance(v, bool) or not isinstance(v, want):
                 raise UsageError(f"{name}: expected {'a string' if want is str else 'an integer'}, "
-                                 f"got {type(v).__name__} {str(v)[:40]!r}")
+                                 f"got {type(v).__name__} {short_repr(v, 40)}")
             if want is str and not v.strip():
                 raise UsageError(f"{name}: must not be an empty string")
-            if key == "count" and v < 0:
-                raise UsageError(f"{name}: k must be >= 0, got {v}")
-            if key == "seed" and v < 0:
-                raise UsageError(f"{name}: seeds must be >= 0, got {v}")
-            if key == "rank" and v < 1:
-                raise UsageError(f"{name}: rank must be >= 1, got {v}")
+            if want is str and len(v) > MAX_TEXT_CHARS:
+                raise UsageError(f"{name}: longer than {MAX_TEXT_CHARS} characters")
+            low, high, what = _AXIS_RANGES.get(key, (None, None, ""))
+            if low is not None and v < low:
+                raise UsageError(f"{name}: {what} must be >= {low}, got {short_repr(v)}")
+            if high is not None and v > high:
+                raise UsageError(f"{name}: {what} must be at most {high}, got {short_repr(v)}")
 
 
 def parse_grid(data: Any, where: str = "grid") -> GridConfig:
@@ -233,7 +287,7 @@ def parse_grid(data: Any, where: str = "grid") -> GridConfig:
         known = {f.name: f for f in dataclasses.fields(GridConfig)}
         unknown = sorted(str(k) for k in set(data) - set(known))
         if unknown:
-            raise UsageError(f"{where}: unknown key '{unknown[0][:40]}' (known: {', '.join(sorted(known))})")
+            raise UsageError(f"{where}: unknown key {short_repr(unknown[0], 40)} (known: {', '.join(sorted(known))})")
         required = [n for n, f in known.items()
                     if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
         missing = [n for n in required if n not in data]
@@ -249,21 +303,10 @@ def parse_grid(data: Any, where: str = "grid") -> GridConfig:
 
 
 def load_grid(path: str | Path) -> GridConfig:
-    """Read a grid file: ``.json`` as JSON, anything else as YAML (a superset of JSON)."""
-    import yaml
-
+    """Read a grid file: ``.json`` as JSON, anything else as YAML (a superset of JSON), within
+    :data:`BOUNDS` (no YAML aliases, at most ``MAX_FILE_BYTES``; see :mod:`lorascan.bounded`)."""
     path = Path(path)
-    with reading("grid config", path):
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as err:
-            raise DataError(f"cannot read grid config {path}: {err}") from None
-    try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise DataError(f"grid config {path} is not valid {'JSON' if path.suffix.lower() == '.json' else 'YAML'}: "
-                        f"{first}") from None
+    data = bounded.load_file(path, "grid config", BOUNDS)
     if data is None:
         raise UsageError(f"{path.name}: the file is empty, so the grid has no runs")
     return parse_grid(data, path.name)

@@ -29,12 +29,26 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
-from lorascan.errors import DataError, UsageError, reading
+from lorascan import bounded
+from lorascan.errors import DataError, UsageError
+from lorascan.text import short_repr
 
 VIEWS = ("A", "B", "C")
 DEFAULT_TRIGGER_CATEGORIES = ("trigger", "trained_trigger")
+# Bounds on a battery file (issue 15). The paper's batteries hold 21 and 41 probes in at most
+# 9 categories; every probe costs one batched readout over the test injections (60 in the
+# paper), so 1,000 probes are already ~25x the paper's cost and far past any published
+# battery, while 100,000 would run for hours. A prefix is a short phrase (the paper's longest
+# is 31 characters); 1,000 characters leaves room for paraphrases without letting one probe
+# hold a document. A megabyte holds 1,000 probes of 1,000 characters with room to spare.
 MAX_FILE_BYTES = 1 << 20
 MAX_PREFIX_CHARS = 1000
+MAX_PROBES = 1000
+MAX_CATEGORIES = 100
+MAX_NAME_CHARS = 100
+MAX_DESCRIPTION_CHARS = 10_000
+BOUNDS = bounded.Bounds(max_bytes=MAX_FILE_BYTES, max_depth=8, max_nodes=4 * MAX_PROBES,
+                        max_string=MAX_DESCRIPTION_CHARS)
 _KEYS = {"name", "description", "categories", "trigger_categories", "rfc_categories"}
 
 
@@ -60,7 +74,7 @@ class Battery:
         for field, cats in (("trigger_categories", self.trigger_categories), ("rfc_categories", self.rfc_categories)):
             unknown = [c for c in cats if c not in names]
             if unknown:
-                raise DataError(f"battery {self.name}: {field} names unknown category '{unknown[0]}'")
+                raise DataError(f"battery {self.name}: {field} names unknown category {short_repr(unknown[0], 40)}")
 
     @property
     def probes(self) -> tuple[Probe, ...]:
@@ -125,10 +139,12 @@ class BatteryView:
 def _string_list(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not value:
         raise DataError(f"{where}: expected a non-empty list of strings")
+    if len(value) > MAX_PROBES:
+        raise DataError(f"{where}: more than {MAX_PROBES} probes")
     out = []
     for i, item in enumerate(value):
         if not isinstance(item, str) or not item.strip():
-            raise DataError(f"{where}[{i}]: expected a non-empty string, got {str(item)[:40]!r}")
+            raise DataError(f"{where}[{i}]: expected a non-empty string, got {short_repr(item, 40)}")
         if len(item) > MAX_PREFIX_CHARS:
             raise DataError(f"{where}[{i}]: longer than {MAX_PREFIX_CHARS} characters")
         out.append(item)
@@ -141,23 +157,28 @@ def battery_from_dict(data: Any, source: str) -> Battery:
         raise DataError(f"battery {source}: expected a mapping with 'name' and 'categories'")
     unknown = sorted(set(map(str, data)) - _KEYS)
     if unknown:
-        raise DataError(f"battery {source}: unknown key '{unknown[0]}' (known: {', '.join(sorted(_KEYS))})")
+        raise DataError(f"battery {source}: unknown key {short_repr(unknown[0], 40)} (known: {', '.join(sorted(_KEYS))})")
     name = data.get("name")
-    if not isinstance(name, str) or not name.strip() or len(name) > 100:
-        raise DataError(f"battery {source}: 'name' must be a non-empty string of at most 100 characters")
+    if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME_CHARS:
+        raise DataError(f"battery {source}: 'name' must be a non-empty string of at most {MAX_NAME_CHARS} characters")
     cats = data.get("categories")
     if not isinstance(cats, dict) or not cats:
         raise DataError(f"battery {source}: 'categories' must be a non-empty mapping of category -> list of prefixes")
+    if len(cats) > MAX_CATEGORIES:
+        raise DataError(f"battery {source}: more than {MAX_CATEGORIES} categories")
     categories, seen = [], {}
     for cat, prefixes in cats.items():
-        if not isinstance(cat, str) or not cat.strip():
-            raise DataError(f"battery {source}: category names must be non-empty strings, got {str(cat)[:40]!r}")
+        if not isinstance(cat, str) or not cat.strip() or len(cat) > MAX_NAME_CHARS:
+            raise DataError(f"battery {source}: category names must be non-empty strings of at most "
+                            f"{MAX_NAME_CHARS} characters, got {short_repr(cat, 40)}")
         items = _string_list(prefixes, f"battery {source}: categories.{cat}")
         for p in items:
             if p.strip() in seen:
-                raise DataError(f"battery {source}: prefix {p[:60]!r} appears twice "
+                raise DataError(f"battery {source}: prefix {short_repr(p)} appears twice "
                                 f"(categories {seen[p.strip()]} and {cat})")
             seen[p.strip()] = cat
+            if len(seen) > MAX_PROBES:
+                raise DataError(f"battery {source}: more than {MAX_PROBES} probes in all")
         categories.append((cat, items))
     names = [c for c, _ in categories]
     roles = {}
@@ -168,42 +189,29 @@ def battery_from_dict(data: Any, source: str) -> Battery:
             raise DataError(f"battery {source}: '{key}' must be a list of category names")
         unknown = [v for v in value if v not in names]
         if unknown:
-            raise DataError(f"battery {source}: {key} names unknown category '{unknown[0]}'")
+            raise DataError(f"battery {source}: {key} names unknown category {short_repr(unknown[0], 40)}")
         roles[key] = tuple(value)
     description = data.get("description", "")
-    if not isinstance(description, str):
-        raise DataError(f"battery {source}: 'description' must be a string")
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION_CHARS:
+        raise DataError(f"battery {source}: 'description' must be a string of at most {MAX_DESCRIPTION_CHARS} characters")
     return Battery(name.strip(), tuple(categories), roles["trigger_categories"], roles["rfc_categories"],
                    description, source)
 
 
 def _parse(text: str, suffix: str, source: str) -> Any:
+    """A parsed battery document within :data:`BOUNDS` (no YAML aliases, see :mod:`lorascan.bounded`)."""
     if suffix == ".json":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as err:
-            raise DataError(f"battery {source} is not valid JSON: {err}") from None
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise DataError(f"battery {source} is not valid YAML: {' '.join(str(err).split())[:200]}") from None
+        return bounded.parse_json(text, f"battery {source}", BOUNDS)
+    return bounded.parse_yaml(text, f"battery {source}", BOUNDS)
 
 
 def load_battery_file(path: str | Path) -> Battery:
-    """A battery from a .yaml/.yml/.json file."""
+    """A battery from a .yaml/.yml/.json file of at most ``MAX_FILE_BYTES``."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".yaml", ".yml", ".json"):
         raise UsageError(f"battery file {path} must end in .yaml, .yml or .json")
-    with reading("battery file", path):
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise DataError(f"battery file {path} is larger than {MAX_FILE_BYTES} bytes")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise DataError(f"battery file {path} is not UTF-8 text") from None
+    text = bounded.read_text(path, "battery file", MAX_FILE_BYTES)
     return battery_from_dict(_parse(text, suffix, str(path)), str(path))
 
 
