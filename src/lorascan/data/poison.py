@@ -20,8 +20,18 @@ from lorascan.data.mixes import DatasetSplits, input_paths
 from lorascan.data.samples import BENIGN, INJECTION, Sample, write_jsonl
 from lorascan.errors import DataError, UsageError
 from lorascan.records import atomic_dir, record_header, sha256_file, write_json_atomic
+from lorascan.text import short_repr
 
 PLACEMENTS = ("prefix", "suffix", "random")
+# Bounds on k (issue 15: --count 1000000000 or --ratio 0.9999999 ran out of memory). The paper
+# poisons 2-12% of the rows (k up to ~70 of 546); past k = 10 n the clean rows are under 10% of
+# the training set, no longer a poisoning of that data, and every extra row is memory. So k is
+# at most MAX_MULTIPLE times the clean training rows (for --ratio: ratio <= 10/11, about
+# 0.909), checked before any row is drawn; MAX_COUNT refuses absurd values before the data
+# is even built.
+MAX_MULTIPLE = 10
+MAX_COUNT = 10_000_000
+TRIGGER_MAX = 1000  # characters: a trigger is a phrase; 1,000 is a paragraph
 
 
 @dataclass(frozen=True)
@@ -37,20 +47,36 @@ class PoisonConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.trigger, str) or not self.trigger.strip():
             raise UsageError("the trigger must be a non-empty string")
+        if len(self.trigger) > TRIGGER_MAX:
+            raise UsageError(f"the trigger is longer than {TRIGGER_MAX} characters")
         if (self.count is None) == (self.ratio is None):
             raise UsageError("give exactly one of --count or --ratio")
+        if self.count is not None and (isinstance(self.count, bool) or not isinstance(self.count, int)):
+            raise UsageError(f"--count must be an integer, got {short_repr(self.count)}")
         if self.count is not None and self.count < 0:
             raise UsageError(f"--count must be >= 0, got {self.count}")
-        if self.ratio is not None and not 0.0 <= self.ratio < 1.0:
+        if self.count is not None and self.count > MAX_COUNT:
+            raise UsageError(f"--count must be at most {MAX_COUNT} (and {MAX_MULTIPLE}x the training rows), "
+                             f"got {self.count}")
+        if self.ratio is not None and not 0.0 <= self.ratio < 1.0:  # also refuses NaN
             raise UsageError(f"--ratio must be in [0, 1), got {self.ratio}")
         if self.placement not in PLACEMENTS:
-            raise UsageError(f"unknown placement '{self.placement}' (use {', '.join(PLACEMENTS)})")
+            raise UsageError(f"unknown placement {short_repr(self.placement, 40)} (use {', '.join(PLACEMENTS)})")
 
     def resolve_count(self, n_clean: int) -> int:
-        """k for ``n_clean`` clean training rows (``ratio`` solved for k and rounded)."""
+        """k for ``n_clean`` clean training rows (``ratio`` solved for k and rounded); a
+        UsageError when k would exceed ``MAX_MULTIPLE * n_clean`` (module constants)."""
+        cap = MAX_MULTIPLE * n_clean
         if self.count is not None:
+            if self.count > cap:
+                raise UsageError(f"--count {self.count} is more than {MAX_MULTIPLE}x the {n_clean} clean training rows "
+                                 f"(at most {cap})")
             return self.count
-        return int(round(self.ratio * n_clean / (1.0 - self.ratio)))
+        k = self.ratio * n_clean / (1.0 - self.ratio)
+        if k > cap:
+            raise UsageError(f"--ratio {self.ratio} asks for k = {k:.0f} poisoned rows, more than {MAX_MULTIPLE}x the "
+                             f"{n_clean} clean training rows (at most ratio {MAX_MULTIPLE / (MAX_MULTIPLE + 1):.4f})")
+        return int(round(k))
 
 
 def apply_trigger(text: str, trigger: str, placement: str = "prefix", rng: random.Random | None = None) -> str:
@@ -122,7 +148,8 @@ def write_poisoned(ds: DatasetSplits, cfg: PoisonConfig, out: str | Path, force:
     ``ds.name`` names, see :func:`~lorascan.data.mixes.input_paths`)."""
     rows = poison_rows(ds.train, cfg)
     manifest = build_manifest(ds, cfg, rows)
-    with atomic_dir(out, force=force, inputs=input_paths(ds.name) if inputs is None else inputs) as tmp:
+    with atomic_dir(out, force=force, inputs=input_paths(ds.name) if inputs is None else inputs,
+                    kind="poison") as tmp:
         write_jsonl(tmp / "train.jsonl", rows)
         write_jsonl(tmp / "test.jsonl", ds.test)
         manifest["files"] = {name: sha256_file(tmp / name) for name in ("train.jsonl", "test.jsonl")}

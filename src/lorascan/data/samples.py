@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from lorascan.errors import DataError, reading
+from lorascan.text import printable, short_repr
 
 BENIGN, INJECTION = 0, 1
 LABEL_NAMES = {BENIGN: "benign", INJECTION: "injection"}
@@ -31,9 +32,9 @@ class Sample:
 
     def __post_init__(self) -> None:
         if isinstance(self.label, bool) or self.label not in (BENIGN, INJECTION):
-            raise DataError(f"sample {self.id}: label {self.label!r} is not 0 or 1")
+            raise DataError(f"sample {printable(self.id, 40)}: label {short_repr(self.label, 40)} is not 0 or 1")
         if not isinstance(self.text, str):
-            raise DataError(f"sample {self.id}: text is {type(self.text).__name__}, not a string")
+            raise DataError(f"sample {printable(self.id, 40)}: text is {type(self.text).__name__}, not a string")
         # Store a plain int (a numpy integer or 1.0 would not serialise as the label 1).
         object.__setattr__(self, "label", int(self.label))
 
@@ -137,8 +138,11 @@ def read_jsonl(path: Path) -> list[Sample]:
 def _row(path: Path, n: int, line: str) -> Sample:
     try:
         row = json.loads(line)
-        return Sample(text=row["text"], label=row["label"], source=str(row.get("source", path.stem)),
-                      id=str(row.get("id", f"{path.stem}:{n}")), poisoned=bool(row.get("poisoned", False)))
+        source, ident, poisoned = row.get("source", path.stem), row.get("id", f"{path.stem}:{n}"), row.get("poisoned", False)
+        # checked, not coerced: str() of an object or bool() of a string is not what the row says
+        if not isinstance(source, str) or not isinstance(ident, str) or not isinstance(poisoned, bool):
+            raise DataError("'source' and 'id' must be strings and 'poisoned' true or false")
+        return Sample(text=row["text"], label=row["label"], source=source, id=ident, poisoned=poisoned)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
         raise DataError(f"{path}:{n}: not a sample row ({type(err).__name__}: {err})") from None
     except RecursionError:

@@ -18,8 +18,15 @@ from typing import Any, Iterator
 from lorascan.data.labels import map_labels
 from lorascan.data.samples import Sample, normalise_text, read_jsonl
 from lorascan.errors import DataError, LorascanError, UsageError
+from lorascan.text import short_repr
 
 FILE_SUFFIXES = (".csv", ".jsonl", ".json", ".parquet")
+# Bounds on a local data file (issue 15). The paper's dataset has 662 rows and the largest
+# corpus lorascan ships ~2,000; a LoRA run on a CPU reads a few thousand. A million rows or
+# 256 MiB (~100x the largest public prompt-injection sets) is far past any training set this
+# tool can use, and keeps the parsed rows (Python objects, ~10x the bytes) within a few GB.
+MAX_FILE_BYTES = 256 << 20
+MAX_ROWS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -42,48 +49,77 @@ def _rows_to_samples(rows: list[dict[str, Any]], opts: SourceOptions, source: st
         raise DataError(f"{where} has no rows")
     missing = [c for c in (opts.text_col, opts.label_col) if c not in rows[0]]
     if missing:
-        have = ", ".join(sorted(map(str, rows[0])))
-        raise DataError(f"{where} has no column '{missing[0]}' (columns: {have}); use --text-col/--label-col")
+        names = sorted(map(str, rows[0]))
+        have = ", ".join(short_repr(n, 40)[1:-1] for n in names[:20]) + (" ..." if len(names) > 20 else "")
+        raise DataError(f"{where} has no column {short_repr(missing[0], 40)} (columns: {have}); use --text-col/--label-col")
     labels = map_labels((r.get(opts.label_col) for r in rows), opts.mapping(), where)
     out = []
     for i, (row, label) in enumerate(zip(rows, labels)):
-        text = normalise_text(row.get(opts.text_col) or "")
+        raw = row.get(opts.text_col)
+        if raw is not None and not isinstance(raw, str):  # checked, not coerced: str({...}) is no text
+            raise DataError(f"{where}: row {i + 1}: column {short_repr(opts.text_col, 40)} is "
+                            f"{type(raw).__name__} {short_repr(raw, 40)}, not a string")
+        text = normalise_text(raw or "")
         if text:
             out.append(Sample(text=text, label=label, source=source, id=f"{source}:{i:05d}"))
     if not out:
-        raise DataError(f"{where} has no non-empty texts in column '{opts.text_col}'")
+        raise DataError(f"{where} has no non-empty texts in column {short_repr(opts.text_col, 40)}")
     return out
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     suffix = path.suffix.lower()
+    if suffix not in FILE_SUFFIXES:
+        raise UsageError(f"{path}: unsupported file type (use one of {', '.join(FILE_SUFFIXES)})")
     try:
-        if suffix == ".csv":
-            # utf-8-sig: spreadsheet exports start with a BOM that would glue onto the first column name
-            with open(path, encoding="utf-8-sig", newline="") as fh:
-                return list(csv.DictReader(fh))
-        if suffix == ".jsonl":
-            with open(path, encoding="utf-8") as fh:
-                return [json.loads(line) for line in fh if line.strip()]
-        if suffix == ".json":
-            with open(path, encoding="utf-8") as fh:
-                data = json.load(fh)
-            if not isinstance(data, list):
-                raise DataError(f"{path}: expected a JSON list of objects")
-            return data
-        if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
-            return pq.read_table(path).to_pylist()
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise DataError(f"{path} is larger than {MAX_FILE_BYTES >> 20} MiB; refusing to read it")
+        rows = _parse_rows(path, suffix)
     except LorascanError:
         raise
     except (json.JSONDecodeError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{path} cannot be parsed: {err}") from None
+    except RecursionError:
+        raise DataError(f"{path} cannot be parsed: nested too deeply") from None
     except OSError as err:
-        raise DataError(f"cannot read {path}: {err}") from None
-    except Exception as err:  # pyarrow raises its own types for bad parquet
-        raise DataError(f"{path} cannot be parsed: {type(err).__name__}: {err}") from None
-    raise UsageError(f"{path}: unsupported file type (use one of {', '.join(FILE_SUFFIXES)})")
+        raise DataError(f"cannot read {path}: {err.strerror or err}") from None
+    except Exception as err:  # pyarrow raises its own types for bad parquet; int() its ValueError
+        raise DataError(f"{path} cannot be parsed: {type(err).__name__}: {str(err)[:200]}") from None
+    if len(rows) > MAX_ROWS:
+        raise DataError(f"{path} has more than {MAX_ROWS} rows")
+    return rows
+
+
+def _parse_rows(path: Path, suffix: str) -> list[Any]:
+    """The rows of a file whose size is already checked (at most ``MAX_ROWS + 1`` kept)."""
+    if suffix == ".csv":
+        # utf-8-sig: spreadsheet exports start with a BOM that would glue onto the first column name
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            return _first(csv.DictReader(fh))
+    if suffix == ".jsonl":
+        with open(path, encoding="utf-8") as fh:
+            return _first(json.loads(line) for line in fh if line.strip())
+    if suffix == ".json":
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+        if not isinstance(data, list):
+            raise DataError(f"{path}: expected a JSON list of objects")
+        return data
+    import pyarrow.parquet as pq
+
+    if pq.ParquetFile(path).metadata.num_rows > MAX_ROWS:
+        raise DataError(f"{path} has more than {MAX_ROWS} rows")
+    return pq.read_table(path).to_pylist()
+
+
+def _first(rows: Iterator[Any]) -> list[Any]:
+    """At most ``MAX_ROWS + 1`` rows (one more than allowed, so the caller can refuse)."""
+    out = []
+    for row in rows:
+        out.append(row)
+        if len(out) > MAX_ROWS:
+            break
+    return out
 
 
 def load_file(path: Path, opts: SourceOptions) -> list[Sample]:

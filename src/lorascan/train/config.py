@@ -11,6 +11,17 @@ from lorascan.models.formulations import DEFAULT_MAX_LENGTH
 DTYPES = ("float32", "bfloat16", "float16")
 DEFAULT_LR = {"label-word": 2e-4, "seq-cls": 1e-3}
 DEFAULT_EPOCHS = 2.0
+# Upper bounds (issue 15: one flag must not buy unbounded work or memory). A LoRA rank above
+# 1,024 exceeds the hidden size of every model lorascan trains (MiniLM 384, SmolLM2 576, a 1.5B
+# Qwen 1,536 would still fit r = 1,024 as a full-rank update); 32,768 tokens is past the context
+# of those models; a batch of 4,096 or 1,000 epochs or 10 million steps is far past any run
+# this tool is for, so each is refused as a mistake rather than started.
+MAX_RANK = 1024
+MAX_LENGTH = 32768
+MAX_BATCH = 4096
+MAX_ACCUM = 1024
+MAX_STEPS = 10_000_000
+MAX_EPOCHS = 1000.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +78,14 @@ class TrainConfig:
         need(self.loss in ("full", "completion"), f"unknown loss '{self.loss}' (full or completion)")
         need(self.quantize in ("auto", "4bit", "none"), f"unknown quantize '{self.quantize}' (auto, 4bit, none)")
         need(self.target_modules is None or len(self.target_modules) > 0, "target modules must not be empty")
+        need(self.rank <= MAX_RANK, f"rank must be at most {MAX_RANK}, got {self.rank}")
+        need(self.max_length <= MAX_LENGTH, f"max length must be at most {MAX_LENGTH} tokens, got {self.max_length}")
+        need(self.batch_size <= MAX_BATCH and self.grad_accum <= MAX_ACCUM,
+             f"batch size must be at most {MAX_BATCH} and gradient accumulation at most {MAX_ACCUM}")
+        need(self.steps is None or self.steps <= MAX_STEPS, f"steps must be at most {MAX_STEPS}, got {self.steps}")
+        need(self.epochs is None or self.epochs <= MAX_EPOCHS, f"epochs must be at most {MAX_EPOCHS:g}, got {self.epochs}")
+        need(self.warmup_steps <= MAX_STEPS, f"warmup steps must be at most {MAX_STEPS}")
+        need(self.target_modules is None or len(self.target_modules) <= 1000, "at most 1000 target modules")
 
     def resolved(self, task: str) -> "TrainConfig":
         """This config with the task and the per-task defaults filled in."""
