@@ -183,9 +183,10 @@ def clean(folder: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def locked(path: Path) -> Iterator[bool]:
-    """Hold an exclusive ``flock`` on ``path`` (waiting for it); yields True. Without fcntl
-    (not POSIX) it yields False and locks nothing."""
+def locked(path: Path, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive ``flock`` on ``path``; yields whether it is held. ``wait`` False:
+    never wait, yield False when another process holds it. Without fcntl (not POSIX) it
+    yields False and locks nothing."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
@@ -193,7 +194,11 @@ def locked(path: Path) -> Iterator[bool]:
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
         yield True
     finally:
         os.close(fd)

@@ -220,6 +220,7 @@ def run_sweep(grid: GridConfig, out: str | Path, executor: Executor | None = Non
             on_start(plan)
         outcome = SweepOutcome(plan)
         _settle_statuses(plan)
+        _remove_leftovers(plan)
         todo = plan.todo
         if not todo:
             return outcome
@@ -244,6 +245,33 @@ def _settle_statuses(plan: SweepPlan) -> None:
         folder = rundir.run_dir(plan.out, st.run.id)
         if st.state == "complete" and rundir.read_status(folder).get("state") != "complete":
             rundir.write_status(folder, st.run.id, "complete", note="status set from the evaluation record")
+
+
+def _is_temp_file(path: Path) -> bool:
+    """A leftover of an atomic write (``.<name>.<hex>.tmp``) or of the write test."""
+    return path.name.startswith(".") and (path.name.endswith(".tmp") or path.name.startswith(".write-test.")) \
+        and path.is_file() and not path.is_symlink()
+
+
+def _remove_leftovers(plan: SweepPlan) -> None:
+    """Remove what a killed sweep left that no later step would: temporary files of atomic
+    writes beside ``grids/*.json`` and the write test (only sweeps write there, and this one
+    holds the sweep lock), and those in complete runs' folders when no worker holds the run's
+    lock (incomplete runs are cleaned when they are redone)."""
+    out = plan.out
+    for folder in (out, out / GRIDS):
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                if _is_temp_file(entry):
+                    entry.unlink(missing_ok=True)
+    for st in plan.runs:
+        folder = rundir.run_dir(out, st.run.id)
+        if st.state == "complete":
+            with rundir.locked(folder / rundir.LOCK_FILE, wait=False) as held:
+                if held:
+                    for entry in folder.iterdir():
+                        if _is_temp_file(entry):
+                            entry.unlink(missing_ok=True)
 
 
 def _describe(res: rundir.RunResult) -> str:
