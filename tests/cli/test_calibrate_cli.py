@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from lorascan.detect.profile import Profile
+from lorascan.detect.verdict import Profile
 from tests.cli.helpers import assert_one_line_error
 from tests.conftest import tree
 from tests.probe.fixtures import probe_toy, random_adapter, torch_one_thread  # noqa: F401

@@ -8,11 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from lorascan.detect.base import DetectorResult, Verdict
+from lorascan.detect.base import ScanContext
+from lorascan.detect.base import DetectorResult
+from lorascan.detect.verdict import Verdict
 from lorascan.detect.behavioral import (NAME, BehavioralDetector, behavioral_verdict, calibrate_records, context_of,
                                         register, result_from_record)
 from lorascan.detect.calibrate import auc_mann_whitney, auc_trapezoid_ordered
-from lorascan.detect.profile import Profile
+from lorascan.detect.verdict import Profile
 from lorascan.errors import DataError, UsageError
 from lorascan.probe.batteries import load_battery
 from lorascan.registry import Registry
@@ -153,7 +155,7 @@ def test_a_weight_profile_is_refused():
 def test_scan_honours_the_detector_contract(probe_toy):
     """Scanning runs the model: base and data from the adapter's lorascan.json."""
     det = register(Registry("detector")).create(NAME, view="B")
-    result = det.scan(probe_toy["poisoned"])
+    result = det.scan(ScanContext.build(probe_toy["poisoned"]))
     assert isinstance(result, DetectorResult) and result.detector == NAME and result.detector_args == det.args
     assert set(result.scores) == {"outlier_gap", "mean_attack_rate"}
     assert all(isinstance(v, float) for v in result.scores.values())

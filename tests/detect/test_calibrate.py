@@ -8,8 +8,9 @@ import json
 import numpy as np
 import pytest
 
+from lorascan.detect.base import ScanContext
 from lorascan.detect import DETECTORS, register_builtin_detectors
-from lorascan.detect.base import Verdict
+from lorascan.detect.verdict import Verdict
 from lorascan.detect.calibrate import (
     CohortScores,
     auc_mann_whitney,
@@ -22,7 +23,7 @@ from lorascan.detect.calibrate import (
     tpr_at_fpr,
 )
 from lorascan.detect.cohort import calibrate_cohort, read_cohort
-from lorascan.detect.profile import Profile, verdict
+from lorascan.detect.verdict import Profile, verdict
 from lorascan.detect.weights import WeightDetector
 from lorascan.errors import DataError, UsageError
 from lorascan.registry import Registry
@@ -218,21 +219,31 @@ def test_roc_plot_is_written(tmp_path):
 
 def test_registry_is_explicit_and_resettable():
     fresh = register_builtin_detectors(Registry("detector"))
-    assert fresh.names() == ["behavioral", "weights"] and fresh is not DETECTORS
-    assert register_builtin_detectors(fresh).names() == ["behavioral", "weights"]  # idempotent
+    assert fresh.names() == ["behavioral", "tokens", "weights"] and fresh is not DETECTORS
+    assert register_builtin_detectors(fresh).names() == ["behavioral", "tokens", "weights"]  # idempotent
     with pytest.raises(UsageError, match="unknown detector"):
         Registry("detector").create("weights")
 
 
 @pytest.mark.parametrize("name", register_builtin_detectors(Registry("detector")).names())
-def test_every_registered_detector_honours_the_contract(tiny_adapters, name):
-    """Every detector scans a real (tiny) poisoned adapter with its lorascan.json and data."""
-    det = register_builtin_detectors(Registry("detector")).create(name)
-    result = det.scan(tiny_adapters[("tiny-bert", "seq-cls", "poisoned")])
+def test_every_registered_detector_honours_the_contract(tiny_adapters, name, tmp_path):
+    """Every registered detector scans a real (tiny) poisoned adapter through the scan's context
+    (base and shipped probe inputs handed over), records the arguments it was built with (they
+    rebuild the same detector), and fails cleanly on a missing adapter."""
+    from lorascan.errors import LorascanError
+    from lorascan.probe.inputs import load_probe_inputs
+
+    registry = register_builtin_detectors(Registry("detector"))
+    det = registry.create(name)
+    adapter = tiny_adapters[("tiny-bert", "seq-cls", "poisoned")]
+    result = det.scan(ScanContext.build(adapter, base="tiny-bert", task="seq-cls", probes=load_probe_inputs()))
     assert result.detector == name == det.name
-    assert result.detector_args == det.args
+    assert result.detector_args == det.args and registry.create(name, **det.args).args == det.args
     json.dumps(result.to_dict())
-    assert all(v is None or isinstance(v, float) for v in result.scores.values())
+    assert result.scores and all(v is None or isinstance(v, float) for v in result.scores.values())
     assert isinstance(result.verdict, Verdict) and result.verdict.label == "uncalibrated"
+    assert det.summary and det.cost >= 0
+    with pytest.raises(LorascanError):
+        det.scan(ScanContext.build(tmp_path / "missing", base="tiny-bert", probes=load_probe_inputs()))
     with pytest.raises(ValueError):
         Verdict("maybe")

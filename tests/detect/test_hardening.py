@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lorascan.detect import profile as profile_mod
+from lorascan.detect.base import ScanContext
+from lorascan.detect import verdict as profile_mod
 from lorascan.detect.adapter import ModulePair, locate
 from lorascan.detect.behavioral import behavioral_verdict
 from lorascan.detect.behavioral_cohort import (CohortRun, cache_entry, cached_record, discover_runs, probe_cohort,
@@ -19,7 +20,7 @@ from lorascan.detect.behavioral_cohort import (CohortRun, cache_entry, cached_re
 from lorascan.detect.calibrate import CohortScores, auc_mann_whitney, calibrate, calibrate_feature
 from lorascan.detect.cohort import calibrate_cohort, read_cohort
 from lorascan.detect.jsonfile import read_json_untrusted
-from lorascan.detect.profile import FeatureCalibration, Profile, same_base_model, verdict
+from lorascan.detect.verdict import FeatureCalibration, Profile, same_base_model, verdict
 from lorascan.detect.safetensors_reader import SafetensorsFile, parse_header
 from lorascan.detect.weights import (WeightDetector, _stat, adapter_features, lowrank_spectrum, scan_weights,
                                     weight_verdict)
@@ -410,7 +411,7 @@ def test_pickle_only_folders_are_refused_for_every_pickle_name(tmp_path):
 
 def test_counts_are_not_scores(tmp_path):
     make_adapter(tmp_path / "ad")
-    result = WeightDetector().scan(tmp_path / "ad")
+    result = WeightDetector().scan(ScanContext(tmp_path / "ad"))
     assert "n_modules" not in result.scores and result.details["adapter"]["n_modules"] == 6
     assert "n_modules" not in adapter_features([])
 

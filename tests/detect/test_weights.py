@@ -12,6 +12,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
+from lorascan.detect.base import ScanContext
 from lorascan.detect.adapter import inventory, locate_module, parse_key
 from lorascan.detect.safetensors_reader import SafetensorsFile
 from lorascan.detect.synthetic import to_storage
@@ -220,8 +221,8 @@ def test_memory_is_bounded_by_one_module(tmp_path):
 def test_detector_result_and_protocol(tmp_path):
     make_adapter(tmp_path / "ad")
     det = WeightDetector(scaling="none")
-    result = det.scan(tmp_path / "ad")
-    assert result.detector == "weights" and result.detector_args == {"scaling": "none"}
+    result = det.scan(ScanContext(tmp_path / "ad"))
+    assert result.detector == "weights" and result.detector_args == {"scaling": "none", "include_modules": True}
     assert result.verdict.label == "uncalibrated"
     assert result.scores["global_frobN_std"] == scan_weights(tmp_path / "ad").features["global_frobN_std"]
     assert result.details["context"] == {"base_model": "tiny/base", "rank": "4", "scaling": "none"}

@@ -157,12 +157,13 @@ def test_checked_config_loads_the_same_adapter_as_peft(adapter):
 
 # A13: a base named by metadata is never fetched from the hub; weights load from safetensors ---
 
-def test_metadata_base_accepts_only_local_names(tmp_path):
+def test_metadata_base_accepts_only_packaged_names(tmp_path):
+    """Issue 15: lorascan.json naming a local folder would let the adapter pick its base."""
     for name in ("tiny-bert", "minilm", "smollm2-135m"):
         assert base_from_metadata(name, tmp_path) == name
     (tmp_path / "model").mkdir()
-    assert base_from_metadata(str(tmp_path / "model"), tmp_path) == str(tmp_path / "model")
-    for name in ("Qwen/Qwen2.5-1.5B-Instruct", "evil-org/backdoored-model", str(tmp_path / "missing.gguf")):
+    for name in ("Qwen/Qwen2.5-1.5B-Instruct", "evil-org/backdoored-model", str(tmp_path / "missing.gguf"),
+                 str(tmp_path / "model")):
         with pytest.raises(DataError, match="pass --base explicitly"):
             base_from_metadata(name, tmp_path)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from lorascan.detect.base import DETECTORS, Detector, DetectorResult, Verdict
+from lorascan.detect.base import DETECTORS, Detector, DetectorResult, NotApplicable, ScanContext
+from lorascan.detect.verdict import Verdict
 from lorascan.registry import Registry
 
 __all__ = ["DETECTORS", "Detector", "DetectorResult", "Verdict", "register_builtin_detectors"]
@@ -27,7 +28,13 @@ def _behavioral(**kwargs: Any) -> Detector:
     return BehavioralDetector(**kwargs)
 
 
-BUILTIN = {"weights": _weights, "behavioral": _behavioral}
+def _tokens(**kwargs: Any) -> Detector:
+    from lorascan.detect.tokens import TokenDetector
+
+    return TokenDetector(**kwargs)
+
+
+BUILTIN = {"weights": _weights, "behavioral": _behavioral, "tokens": _tokens}
 
 
 def register_builtin_detectors(registry: Registry[Detector] = DETECTORS) -> Registry[Detector]:

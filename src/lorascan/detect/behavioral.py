@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from lorascan.config import to_dict
-from lorascan.detect.base import Detector, DetectorResult, Verdict
+from lorascan.detect.base import Detector, DetectorResult, NotApplicable, ScanContext
+from lorascan.detect.verdict import Verdict
 from lorascan.detect.calibrate import calibrate_feature
-from lorascan.detect.profile import CohortEntry, Profile, same_base_model, verdict
+from lorascan.detect.verdict import CohortEntry, Profile, same_base_model, verdict
 from lorascan.errors import DataError, UsageError
 from lorascan.probe.batteries import VIEWS, Battery, load_battery
 from lorascan.registry import Registry
@@ -35,6 +36,9 @@ from lorascan.registry import Registry
 NAME = "behavioral"
 SCORES = ("outlier_gap", "mean_attack_rate")
 CONDITIONS = ("task", "battery", "battery_sha256", "view", "readout")
+# Recorded only by the trigger-blind scan (the shipped probe set the rates were measured on).
+OPTIONAL_CONDITIONS = ("probe_set",)
+EXTRA_DETAILS = ("probe_inputs", "unprefixed_miss_rate", "benign_false_positive_rate")
 
 
 @dataclass(frozen=True)
@@ -64,8 +68,9 @@ def context_of(record: Mapping[str, Any]) -> dict[str, Any]:
     """What a profile must match (base model, its fingerprint when the record carries one, and
     :data:`CONDITIONS`) for a probe record."""
     fp = record.get("base_fingerprint")
+    extra = {k: record[k] for k in OPTIONAL_CONDITIONS if record.get(k) is not None}
     return {"base_model": record.get("base"), **({"base_fingerprint": fp} if isinstance(fp, Mapping) else {}),
-            **{k: record.get(k) for k in CONDITIONS}}
+            **{k: record.get(k) for k in CONDITIONS}, **extra}
 
 
 def behavioral_verdict(scores: Mapping[str, float | None], profile: Profile | None,
@@ -90,7 +95,8 @@ def result_from_record(record: Mapping[str, Any], profile: Profile | None, args:
         detector=NAME, detector_args=dict(args), scores=scores, verdict=behavioral_verdict(scores, profile, context),
         details={"context": context, "battery": record["battery"], "view": record["view"],
                  "probes": list(record["probes"]), "categories": dict(record["categories"]),
-                 "excluded": list(record.get("excluded", [])), "n_injections": record.get("n_injections")})
+                 "excluded": list(record.get("excluded", [])), "n_injections": record.get("n_injections"),
+                 **{k: record[k] for k in EXTRA_DETAILS if k in record}})
 
 
 class BehavioralDetector(Detector):
@@ -99,6 +105,9 @@ class BehavioralDetector(Detector):
     lorascan.json)."""
 
     name = NAME
+    summary = "probe battery before shipped injections: outlier_gap, mean_attack_rate (paper §7)"
+    decision = SCORES
+    direction = "+"
 
     def __init__(self, battery: str = "paper-21", view: str = "B", base: str | None = None, data: str | None = None,
                  readout: str = "logits", batch_size: int = 32, exclude: Sequence[str] = (), progress: bool = False):
@@ -125,8 +134,27 @@ class BehavioralDetector(Detector):
                          readout=c.readout, batch_size=c.batch_size, progress=self.progress,
                          classifier=classifier, pool=pool)
 
-    def scan(self, adapter: str | Path, profile: Profile | None = None) -> DetectorResult:
-        return result_from_record(self.probe(adapter), profile, self.args)
+    def scan(self, context: ScanContext, profile: Profile | None = None) -> DetectorResult:
+        """With probe inputs in ``context`` (the trigger-blind scan): the battery view over
+        those injections, nothing excluded for being "the trigger", which a scan does not
+        know. Without (``lorascan probe`` / ``calibrate`` on adapters lorascan trained): the
+        adapter's own data folder, as :meth:`probe`."""
+        if context.probes is None:
+            return result_from_record(self.probe(context.adapter), profile, self.args)
+        from lorascan.models.loading import base_fingerprint
+        from lorascan.probe.generalization import probe_inputs_record
+
+        context.require_model(NAME)
+        inputs = context.require_probes(NAME)
+        clf = context.classifier()
+        c = self.config
+        if c.readout == "generate" and clf.task != "label-word":
+            raise NotApplicable(f"{NAME}: the generate readout needs a label-word adapter")
+        rec = probe_inputs_record(clf, inputs, self.battery.view(c.view, c.exclude), c.readout, c.batch_size,
+                                  context.progress)
+        rec.update(base=context.base, task=clf.task, probe_set=inputs.sha256,
+                   base_fingerprint=base_fingerprint(clf.model.config))
+        return result_from_record(rec, profile, self.args)
 
 
 def register(registry: Registry[Detector]) -> Registry[Detector]:
@@ -167,6 +195,7 @@ def calibrate_records(names: Sequence[str], labels: Sequence[int], records: Sequ
         raise DataError(f"the cohort mixes base models ({', '.join(sorted(set(map(str, bases))))}); "
                         "calibrate one profile per base model")
     conditions = {k: str(_shared(viewed, k)) for k in CONDITIONS}
+    conditions.update({k: str(_shared(viewed, k)) for k in OPTIONAL_CONDITIONS if viewed[0].get(k) is not None})
     cals = tuple(calibrate_feature(s, [r[s] for r in viewed], labels, n_boot, seed, direction="+") for s in SCORES)
     cohort = tuple(CohortEntry(n, int(y), {s: r[s] for s in SCORES}) for n, y, r in zip(names, labels, viewed))
     args = {"battery": battery.name, "view": view, "readout": conditions["readout"]}

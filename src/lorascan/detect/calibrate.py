@@ -9,7 +9,7 @@ few clean adapters these coincide: floor(alpha·n_clean) false positives are all
 bootstrap 95% percentile intervals (seeded numpy Generator) for AUC and for FPR=0 recall, the
 threshold re-derived in every resample; and the tie-aware ROC points.
 
-:class:`Profile` (in :mod:`lorascan.detect.profile`) stores the result per base model;
+:class:`Profile` (in :mod:`lorascan.detect.verdict`) stores the result per base model;
 :func:`verdict` applies it.
 """
 
@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from lorascan.detect.profile import CohortEntry, FeatureCalibration, Profile, verdict
+from lorascan.detect.verdict import CohortEntry, FeatureCalibration, Profile, verdict
 from lorascan.errors import DataError, UsageError
 
 __all__ = ["CohortEntry", "FeatureCalibration", "Profile", "verdict", "auc_mann_whitney", "auc_trapezoid_ordered",

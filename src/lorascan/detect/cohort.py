@@ -24,13 +24,13 @@ from __future__ import annotations
 import csv
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from lorascan.detect.adapter import read_base_fingerprint
-from lorascan.detect.base import Detector
+from lorascan.detect.base import Detector, ScanContext
 from lorascan.detect.calibrate import CohortScores, calibrate
 from lorascan.detect.jsonfile import read_json_untrusted
-from lorascan.detect.profile import Profile, same_base_model
+from lorascan.detect.verdict import Profile, same_base_model
 from lorascan.errors import DataError, LorascanError, UsageError
 
 MANIFEST = "lorascan.json"
@@ -170,6 +170,19 @@ def cohort_fingerprint(adapters: Sequence[Path]) -> tuple[dict[str, Any] | None,
     return shared_fingerprint([read_base_fingerprint(a) for a in adapters])
 
 
+def shared_conditions(contexts: Sequence[Mapping[str, Any]]) -> tuple[dict[str, str], list[str]]:
+    """The scan conditions every cohort member shares (a profile checks them), and a note for
+    each that varies (e.g. rank across a cohort of ranks 8/16/32: the profile does not check it)."""
+    conditions, notes = {}, []
+    for key in sorted({k for c in contexts for k in c} - {"base_model", "base_fingerprint"}):
+        values = {str(c.get(key)) for c in contexts}
+        if len(values) == 1:
+            conditions[key] = values.pop()
+        else:
+            notes.append(f"{key} varies across the cohort ({', '.join(sorted(values))}); the profile does not check it")
+    return conditions, notes
+
+
 def calibrate_cohort(members: Sequence[CohortMember], detector: Detector, *, view: str,
                      decision: Sequence[str] | None = None, features: Sequence[str] | None = None,
                      n_boot: int = 2000, seed: int = 0, notes: Sequence[str] = ()) -> Profile:
@@ -178,7 +191,7 @@ def calibrate_cohort(members: Sequence[CohortMember], detector: Detector, *, vie
     rows, contexts = [], []
     for m in members:
         try:
-            result = detector.scan(m.path)
+            result = detector.scan(ScanContext.build(m.path))
         except LorascanError as err:
             raise type(err)(f"cohort adapter {m.name}: {err}") from None
         rows.append(result.scores)
@@ -188,14 +201,8 @@ def calibrate_cohort(members: Sequence[CohortMember], detector: Detector, *, vie
         raise DataError(f"the cohort mixes base models ({', '.join(sorted(set(map(str, bases))))}); "
                         "calibrate one profile per base model (paper §8)")
     fingerprint, fp_notes = shared_fingerprint([c.get("base_fingerprint") for c in contexts])
-    all_notes = [*notes, *fp_notes]
-    conditions = {}
-    for key in sorted({k for c in contexts for k in c} - {"base_model", "base_fingerprint"}):
-        values = {str(c.get(key)) for c in contexts}
-        if len(values) == 1:
-            conditions[key] = values.pop()
-        else:
-            all_notes.append(f"{key} varies across the cohort ({', '.join(sorted(values))}); the profile does not check it")
+    conditions, cond_notes = shared_conditions(contexts)
+    all_notes = [*notes, *fp_notes, *cond_notes]
     cohort = CohortScores(tuple(m.name for m in members), tuple(m.label for m in members), tuple(rows))
     return calibrate(cohort, detector=detector.name, view=view, base_model=bases[0],
                      conditions=conditions, decision=decision, features=features, n_boot=n_boot, seed=seed,

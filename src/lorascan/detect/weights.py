@@ -39,7 +39,8 @@ import numpy as np
 
 from lorascan.detect.adapter import (AdapterFiles, LoraConfig, ModulePair, Unanalysed, inventory, locate,
                                     read_base_fingerprint, read_config)
-from lorascan.detect.base import Detector, DetectorResult, Verdict
+from lorascan.detect.base import Detector, DetectorResult, ScanContext
+from lorascan.detect.verdict import Verdict
 from lorascan.detect.safetensors_reader import SafetensorsFile, UnsupportedTensor
 from lorascan.errors import DataError, UsageError
 from lorascan.records import record_header
@@ -240,14 +241,22 @@ def _analyse(st: SafetensorsFile, pair: ModulePair, lora: LoraConfig,
         st.release(pair.b.name)
 
 
-def scan_weights(adapter: str | Path, config: WeightScanConfig | None = None) -> WeightScan:
-    """Validate, inventory and featurise an adapter folder, one module at a time."""
+def scan_weights(adapter: str | Path, config: WeightScanConfig | None = None,
+                 decoys: Sequence[str] = ()) -> WeightScan:
+    """Validate, inventory and featurise an adapter folder, one module at a time. ``decoys``:
+    modules the base does not have (found by the scan's fit check); loaders ignore their LoRA
+    pairs, so they are listed as unanalysed and kept out of the statistics (an attacker could
+    otherwise dilute a backdoor's signature with inert pairs)."""
     config = config or WeightScanConfig()
     files = locate(adapter)
     lora = read_config(files.config)
     modules: list[ModuleFeatures] = []
     with SafetensorsFile(files.weights) as st:
         pairs, skipped = inventory(st.tensors, lora)
+        decoy = set(decoys)
+        skipped += [Unanalysed(t.name, f"decoy LoRA pair: the base has no module {p.name.split('[', 1)[0][:120]}",
+                               lora=False) for p in pairs if p.name.split("[", 1)[0] in decoy for t in (p.a, p.b)]
+        pairs = [p for p in pairs if p.name.split("[", 1)[0] not in decoy]
         if not pairs:
             raise DataError(f"{files.weights}: no LoRA A/B tensor pairs found ({len(st.tensors)} tensors)")
         for pair in pairs:
@@ -270,7 +279,7 @@ def scan_weights(adapter: str | Path, config: WeightScanConfig | None = None) ->
 def weight_verdict(scan: WeightScan, profile: Any) -> Verdict:
     """The profile's verdict, failing closed: a scan that left LoRA tensors unanalysed is never
     "clean" (a backdoor could hide in them); other unanalysed tensors are named in the reasons."""
-    from lorascan.detect.profile import verdict
+    from lorascan.detect.verdict import verdict
 
     v = verdict(scan.features, profile, scan.full_context(), hint=CALIBRATE_HINT)
     lora_gaps = [u for u in scan.unanalysed if u.lora]
@@ -285,25 +294,31 @@ def weight_verdict(scan: WeightScan, profile: Any) -> Verdict:
 
 
 class WeightDetector(Detector):
-    """The paper's weight-level detector (§8) behind the common protocol."""
+    """The paper's weight-level detector (§8) behind the common protocol: reads the adapter's
+    safetensors only, never runs a model (``cost`` 0: the scan runs it first)."""
 
     name = "weights"
+    cost = 0
+    summary = "spectra and norms of B·A from the safetensors, no model run (paper §8)"
 
-    def __init__(self, scaling: str = "none"):
+    def __init__(self, scaling: str = "none", include_modules: bool = True):
         self.config = WeightScanConfig(scaling=scaling)
+        self.include_modules = include_modules
 
     @property
     def args(self) -> dict[str, Any]:
-        return {"scaling": self.config.scaling}
+        return {"scaling": self.config.scaling, "include_modules": self.include_modules}
 
-    def scan(self, adapter: str | Path, profile: Any = None) -> DetectorResult:
-        scan = scan_weights(adapter, self.config)
-        return DetectorResult(
-            detector=self.name, detector_args=self.args, scores=dict(scan.features),
-            verdict=weight_verdict(scan, profile),
-            details={"adapter": scan.adapter_info(), "context": scan.full_context(),
-                     "modules": [m.to_dict() for m in scan.modules],
-                     "unanalysed": [u.to_dict() for u in scan.unanalysed]})
+    def scan(self, context: ScanContext, profile: Any = None) -> DetectorResult:
+        start = time.perf_counter()
+        scan = scan_weights(context.adapter, self.config, context.decoys)
+        details = {"adapter": scan.adapter_info(), "context": scan.full_context(),
+                   "unanalysed": [u.to_dict() for u in scan.unanalysed]}
+        if self.include_modules:
+            details["modules"] = [m.to_dict() for m in scan.modules]
+        return DetectorResult(detector=self.name, detector_args=self.args, scores=dict(scan.features),
+                              verdict=weight_verdict(scan, profile), details=details,
+                              wall_time_s=time.perf_counter() - start)
 
 
 RECORD_KIND = "weight_scan"
@@ -311,18 +326,18 @@ RECORD_KIND = "weight_scan"
 
 def scan_record(adapter: str | Path, config: WeightScanConfig, profile: Any = None,
                 profile_path: str | None = None, include_modules: bool = False) -> dict[str, Any]:
-    """The ``lorascan weights`` JSON record: ``features`` (adapter level), ``modules`` (with
-    ``include_modules``), ``unanalysed``, ``verdict``; raises a LorascanError on bad input."""
-    start = time.perf_counter()
-    scan = scan_weights(adapter, config)
-    v = weight_verdict(scan, profile)
-    rec = {**record_header(RECORD_KIND), "status": "ok", "error": None, "detector": WeightDetector.name,
-           "detector_args": {"scaling": config.scaling}, "adapter": scan.adapter_info(),
+    """The ``lorascan weights`` JSON record, built from :meth:`WeightDetector.scan` (one
+    path): ``features`` (adapter level), ``modules`` (with ``include_modules``),
+    ``unanalysed``, ``verdict``; raises a LorascanError on bad input."""
+    result = WeightDetector(config.scaling, include_modules).scan(ScanContext(Path(adapter)), profile)
+    d = result.details
+    rec = {**record_header(RECORD_KIND), "status": "ok", "error": None, "detector": result.detector,
+           "detector_args": {"scaling": config.scaling}, "adapter": d["adapter"],
            "profile": {"path": profile_path, "name": profile.name} if profile is not None else None,
-           "features": dict(scan.features), "unanalysed": [u.to_dict() for u in scan.unanalysed],
-           "verdict": v.to_dict(), "elapsed_s": time.perf_counter() - start}
+           "features": dict(result.scores), "unanalysed": d["unanalysed"],
+           "verdict": result.verdict.to_dict(), "elapsed_s": result.wall_time_s}
     if include_modules:
-        rec["modules"] = [m.to_dict() for m in scan.modules]
+        rec["modules"] = d["modules"]
     return rec
 
 
@@ -336,7 +351,7 @@ def error_record(adapter: str | Path, config: WeightScanConfig | None, error: Ex
 
 def load_weight_profile(path: str | Path) -> Any:
     """A profile file calibrated for this detector (UsageError for another detector's)."""
-    from lorascan.detect.profile import Profile
+    from lorascan.detect.verdict import Profile
 
     profile = Profile.load(path)
     if profile.detector != WeightDetector.name:

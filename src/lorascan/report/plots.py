@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from lorascan.detect.profile import Profile
+from lorascan.detect.verdict import Profile
 from lorascan.report.figures import matplotlib_figure, plot_label, plotting, save_figure
 
 

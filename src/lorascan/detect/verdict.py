@@ -26,16 +26,42 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from lorascan.config import from_dict, to_dict
 from lorascan.detect.adapter import check_fingerprint
-from lorascan.detect.base import Verdict
 from lorascan.detect.jsonfile import MAX_PROFILE_BYTES, read_json_untrusted
 from lorascan.errors import DataError, LorascanError
 from lorascan.records import SCHEMA_VERSION, record_header, write_json_atomic
 
 KIND = "detector_profile"
+LABELS = ("suspicious", "clean", "uncalibrated")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The decision on one adapter.
+
+    ``label`` is "suspicious", "clean" or "uncalibrated" (no profile, or one that does not
+    apply to this adapter: another base model, rank or scaling). ``reasons`` are one-line
+    explanations; ``flagged`` the features beyond their thresholds; ``profile`` names the
+    profile used (None when uncalibrated).
+    """
+
+    label: str
+    reasons: tuple[str, ...] = ()
+    flagged: tuple[str, ...] = ()
+    profile: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.label not in LABELS:
+            raise ValueError(f"verdict label must be one of {LABELS}, got {self.label!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "reasons": list(self.reasons), "flagged": list(self.flagged),
+                "profile": self.profile}
+
+
 
 
 @dataclass(frozen=True)
@@ -238,3 +264,139 @@ def verdict(scores: Mapping[str, float | None], profile: Profile | None,
                        f"(FPR=0 threshold; cohort AUC {cal.auc:.3f}, recall {cal.recall:.3f})")
     label = "suspicious" if flagged else "clean"
     return Verdict(label, tuple(reasons), tuple(flagged), profile.name)
+
+
+# --- the scan's three-level verdict (allow | review | block) -----------------------------------
+#
+# A profile's FPR=0 threshold is the largest score of its clean cohort adapters: a clean adapter
+# of another seed, rank or data sample lands above it as often as not when the cohort is small
+# (issue 12: the view-B profile from 4 clean adapters flagged one of two held-out clean ones).
+# The scan therefore widens it by the clean spread before it calls anything suspicious, and asks
+# for a clear margin before it blocks:
+#
+# - review bound  t_r = max(FPR=0 threshold, mean_clean + SPREAD_SD * sd_clean), in the
+#   feature's direction ("+" above, "-" below); with SPREAD_SD = 3 a clean score beyond it is a
+#   3-sigma event under the clean cohort's spread;
+# - block bound   t_b = t_r * BLOCK_FACTOR for "+" features whose clean scores are >= 0 (attack
+#   rates, gaps, lifts), BLOCK_FACTOR = 3: for the paper's outlier_gap the review bound of its
+#   clean cohort is ~.03, so the block bound is ~.10, the paper's own v0.1 rule (gap > .10).
+#   "-" features and features that can be negative never block on their own: they review.
+# - a detector whose profile separates its cohort poorly (tie-aware AUC below MIN_VOTING_AUC)
+#   is reported and does not vote: on the MiniLM cohort the paper's global_frobN_std has AUC
+#   .53, chance, and would send every other clean adapter to review.
+#
+# The combination rule: block if any voting detector blocks; else review if any voting detector
+# reviews, or any detector could not judge (uncalibrated, not applicable, failed), or a
+# structural finding says so (unanalysed or decoy tensors); else allow. No profile, no allow.
+
+SPREAD_SD = 3.0
+BLOCK_FACTOR = 3.0
+MIN_VOTING_AUC = 0.8
+LEVELS = ("allow", "review", "block")
+
+
+@dataclass(frozen=True)
+class Bounds:
+    feature: str
+    direction: str
+    review: float
+    block: float | None
+    auc: float
+
+    def level(self, score: float) -> str:
+        beyond = (lambda t: score > t) if self.direction == "+" else (lambda t: score < t)
+        if self.block is not None and beyond(self.block):
+            return "block"
+        return "review" if beyond(self.review) else "allow"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"feature": self.feature, "direction": self.direction, "review_above" if self.direction == "+"
+                else "review_below": self.review, "block_above": self.block, "profile_auc": self.auc}
+
+
+def scan_bounds(profile: Profile, feature: str) -> Bounds:
+    """The review and block bounds of ``feature`` (module comment above)."""
+    cal = profile.feature(feature)
+    clean = [float(e.scores[feature]) for e in profile.cohort
+             if e.label == 0 and e.scores.get(feature) is not None and math.isfinite(float(e.scores[feature]))]
+    t0 = cal.threshold
+    if len(clean) >= 2:
+        mean = sum(clean) / len(clean)
+        sd = math.sqrt(sum((c - mean) ** 2 for c in clean) / (len(clean) - 1))
+        spread = mean + SPREAD_SD * sd if cal.direction == "+" else mean - SPREAD_SD * sd
+        review = max(t0, spread) if cal.direction == "+" else min(t0, spread)
+    else:
+        review = t0
+    block = review * BLOCK_FACTOR if cal.direction == "+" and clean and min(clean) >= 0 and review > 0 else None
+    return Bounds(feature, cal.direction, review, block, cal.auc)
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One detector's say in the scan verdict."""
+
+    level: str
+    votes: bool
+    reasons: tuple[str, ...]
+    bounds: tuple[Bounds, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"level": self.level, "votes": self.votes, "reasons": list(self.reasons),
+                "bounds": [b.to_dict() for b in self.bounds]}
+
+
+def judge(scores: Mapping[str, float | None], profile: Profile | None, context: Mapping[str, Any]) -> Judgement:
+    """Level of one detector's scores under ``profile`` (review when it cannot judge)."""
+    if profile is None:
+        return Judgement("review", True, ("uncalibrated: no profile for this base model, so the scores cannot "
+                                          "be called clean",))
+    why = applies(profile, dict(context))
+    if why is not None:
+        return Judgement("review", True, (f"uncalibrated: {why}",))
+    bounds, reasons, levels = [], [], []
+    for name in profile.decision:
+        score = scores.get(name)
+        if score is None or not math.isfinite(score):
+            return Judgement("review", True, (f"score {name} is undefined for this adapter",))
+        b = scan_bounds(profile, name)
+        bounds.append(b)
+        lv = b.level(float(score))
+        levels.append(lv)
+        op = ">" if b.direction == "+" else "<"
+        limits = f"review {op} {_fmt(b.review)}" + (f", block {op} {_fmt(b.block)}" if b.block is not None else "")
+        reasons.append(f"{name} = {_fmt(float(score))}: {lv} ({limits}; cohort AUC {b.auc:.3f})")
+    votes = min(b.auc for b in bounds) >= MIN_VOTING_AUC
+    level = max(levels, key=LEVELS.index)
+    if not votes:
+        reasons.append(f"not used for the verdict: the profile's cohort AUC is below {MIN_VOTING_AUC} on this base")
+    return Judgement(level, votes, tuple(reasons), tuple(bounds))
+
+
+def combine(judgements: Mapping[str, Judgement], findings: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """The scan verdict from each detector's judgement and the structural findings (the rule in
+    the module comment above)."""
+    reasons: list[str] = []
+    level = "allow"
+    for name, j in judgements.items():
+        if not j.votes:
+            continue
+        if LEVELS.index(j.level) > LEVELS.index(level):
+            level = j.level
+        if j.level != "allow":
+            reasons.append(f"{name}: {j.reasons[0]}")
+    for f in findings:
+        lv = f.get("level", "review")
+        if LEVELS.index(lv) > LEVELS.index(level):
+            level = lv
+        reasons.append(f"{f.get('kind')}: {f.get('message')}")
+    if not judgements:
+        level = max(level, "review", key=LEVELS.index)
+        reasons.append("no detector could judge this adapter")
+    if level == "allow":
+        reasons.append("every calibrated detector scored within its clean cohort's spread")
+    return {"label": level, "reasons": reasons, "rule": COMBINATION_RULE}
+
+
+COMBINATION_RULE = ("block if any calibrated detector (profile AUC >= 0.8) scores beyond its block bound; "
+                    "review if one is beyond its review bound (clean mean + 3 sd, at least the FPR=0 threshold), "
+                    "cannot judge, or a structural finding asks for it; allow otherwise")

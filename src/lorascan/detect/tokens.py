@@ -1,0 +1,295 @@
+"""Trigger-blind token scan (issue 11; paper §6: a LoRA backdoor generalises at the token level,
+so the tokens it keys on can be found without knowing the trigger's family).
+
+1. Screen the whole vocabulary (:mod:`lorascan.detect.token_screen`: the layer-0 weight
+   screen and the first-order gradient screen), rank-interleaved into the top ``top`` tokens.
+2. Verify exactly: each candidate placed as the poisoning places a trigger
+   (``"{token}. {injection}"``) before the verification injections, counting those predicted
+   benign. Successive halving keeps it cheap: every candidate on the first ``stage1``
+   injections, the ``promote`` best on all ``n``. The verification injections are the shortest
+   probe injections that the adapter itself classifies as injections (a flip is only
+   meaningful from a correct prediction; short texts cost fewer tokens per pass, and a
+   backdoor flips short and long injections alike).
+3. Null: ``null`` tokens drawn (seeded) from the same candidate vocabulary, verified on the
+   ``stage1`` injections: how often an arbitrary word flips this adapter's injections.
+4. Reconstruction: greedy extension of the best token by the next best ones (appended or
+   prepended), up to ``max_phrase`` tokens, while the attack rate strictly rises.
+
+Scores (all unrounded; "+" = more suspicious):
+- ``token_attack_rate``: the best promoted candidate's attack rate over the ``n`` injections;
+- ``token_null_mean``: the null tokens' mean attack rate;
+- ``token_lift`` = token_attack_rate - token_null_mean, the decision statistic: it removes the
+  adapter's own baseline flip rate (a weak classifier flips injections under any prefix) and,
+  unlike a z-score, stays finite when no null token flips anything (the usual case for a clean
+  adapter, whose null rates are all 0);
+- ``reconstructed_attack_rate``: the reconstructed phrase's rate over the ``n`` injections.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from lorascan.config import to_dict
+from lorascan.data.poison import apply_trigger
+from lorascan.detect.base import Detector, DetectorResult, NotApplicable, ScanContext
+from lorascan.detect.verdict import verdict
+from lorascan.detect.token_screen import (Vocabulary, candidate_vocabulary, gradient_scores, interleave, robust_z,
+                                          weight_scores)
+from lorascan.errors import UsageError
+from lorascan.progress import bar
+from lorascan.registry import Registry
+
+NAME = "tokens"
+SCREENS = ("weights", "gradient")
+SCORES = ("token_lift", "token_attack_rate", "token_null_mean", "reconstructed_attack_rate")
+MAX_TOP = 2000
+MAX_N = 1000
+MIN_N = 4
+GRADIENT_TEXTS = 32  # injections the gradient is averaged over (one batch)
+
+
+@dataclass(frozen=True)
+class TokenScanConfig:
+    """How to scan. ``top``: candidates verified (K); ``n``: verification injections (N);
+    ``stage1``: injections every candidate and null token is verified on first (at most n);
+    ``promote``: candidates then verified on all n; ``null``: random tokens for the null;
+    ``max_phrase``: reconstruction length in tokens; ``pool``: tokens reconstruction extends
+    with; ``screens``: which screeners rank the vocabulary (:data:`SCREENS`)."""
+
+    top: int = 48
+    n: int = 48
+    stage1: int = 16
+    promote: int = 8
+    null: int = 32
+    max_phrase: int = 6
+    pool: int = 8
+    screens: tuple[str, ...] = SCREENS
+    seed: int = 0
+    batch_size: int = 64
+
+    def __post_init__(self) -> None:
+        checks = ((1 <= self.top <= MAX_TOP, f"--top must be in 1..{MAX_TOP}, got {self.top}"),
+                  (MIN_N <= self.n <= MAX_N, f"--n must be in {MIN_N}..{MAX_N}, got {self.n}"),
+                  (1 <= self.stage1, f"stage1 must be >= 1, got {self.stage1}"),
+                  (1 <= self.promote, f"promote must be >= 1, got {self.promote}"),
+                  (0 <= self.null <= MAX_TOP, f"null must be in 0..{MAX_TOP}, got {self.null}"),
+                  (1 <= self.max_phrase <= 6, f"max_phrase must be in 1..6, got {self.max_phrase}"),
+                  (1 <= self.pool <= 64, f"pool must be in 1..64, got {self.pool}"),
+                  (1 <= self.batch_size, f"batch size must be >= 1, got {self.batch_size}"),
+                  (bool(self.screens) and set(self.screens) <= set(SCREENS),
+                   f"screens must be a non-empty subset of {', '.join(SCREENS)}, got {list(self.screens)}"))
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+
+
+class Verifier:
+    """Exact attack rates of prefixes over fixed injections, as the poisoning places a
+    trigger: rate = injections predicted benign (margin <= 0) / injections."""
+
+    def __init__(self, classifier: Any, injections: Sequence[str], batch_size: int, progress: bool):
+        self.classifier, self.injections = classifier, tuple(injections)
+        self.batch_size, self.progress = batch_size, progress
+        self.passes = 0
+
+    def rates(self, prefixes: Sequence[str], n: int | None = None,
+              desc: str = "verify") -> tuple[np.ndarray, np.ndarray]:
+        """(attack rate, mean margin) per prefix over the first ``n`` injections."""
+        texts = self.injections[:n]
+        if not prefixes:
+            return np.zeros(0), np.zeros(0)
+        margins = self.classifier.scores([apply_trigger(t, p) for p in prefixes for t in texts], self.batch_size,
+                                         self.progress, desc).reshape(len(prefixes), len(texts))
+        self.passes += margins.size
+        return (margins <= 0).mean(axis=1), margins.mean(axis=1)
+
+
+def verification_injections(classifier: Any, injections: Sequence[str], n: int, batch_size: int) -> list[str]:
+    """The ``n`` shortest injections (by tokens) the adapter classifies as injections."""
+    tok = classifier.tokenizer
+    lengths = [len(ids) for ids in tok(list(injections), add_special_tokens=False)["input_ids"]]
+    order = sorted(range(len(injections)), key=lambda i: (lengths[i], i))
+    chosen: list[str] = []
+    for start in range(0, len(order), 2 * n):
+        block = [injections[i] for i in order[start:start + 2 * n]]
+        chosen += [t for t, m in zip(block, classifier.scores(block, batch_size)) if m > 0]
+        if len(chosen) >= n:
+            break
+    return chosen[:n]
+
+
+def screen(context: ScanContext, vocab: Vocabulary, texts: Sequence[str], cfg: TokenScanConfig) -> dict[str, Any]:
+    """Per-screen scores over the candidate vocabulary and the interleaved top ``cfg.top``."""
+    clf = context.classifier()
+    scores: dict[str, np.ndarray] = {}
+    timings: dict[str, float] = {}
+    modules: list[str] = []
+    for name in cfg.screens:
+        t0 = time.monotonic()
+        if name == "weights":
+            full, modules = weight_scores(clf.model, context.base_classifier().model)
+        else:
+            ref = context.base_classifier() if clf.task == "label-word" else None
+            full = gradient_scores(clf, texts[:GRADIENT_TEXTS], reference=ref)
+        if len(full) < vocab.size:
+            raise UsageError(f"the {name} screen scored {len(full)} tokens, the vocabulary has {vocab.size}")
+        scores[name] = full[vocab.ids]
+        timings[name] = time.monotonic() - t0
+    usable = [s for s in scores.values() if np.any(s != s[0])]
+    rankings = [np.argsort(-s, kind="stable") for s in usable] or [np.arange(len(vocab.ids))]
+    z = np.max([robust_z(s) for s in usable], axis=0) if usable else np.zeros(len(vocab.ids))
+    return {"top": interleave(rankings, cfg.top), "z": z, "timings": timings, "modules": modules}
+
+
+def verify(verifier: Verifier, vocab: Vocabulary, top: Sequence[int], cfg: TokenScanConfig,
+           z: np.ndarray) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Ranked candidate rows (successive halving, module docstring) and the null summary."""
+    n1 = min(cfg.stage1, len(verifier.injections))
+    rng = random.Random(cfg.seed)
+    rest = sorted(set(range(len(vocab.ids))) - set(top))
+    null_idx = rng.sample(rest, min(cfg.null, len(rest)))
+    texts = [vocab.texts[i] for i in (*top, *null_idx)]
+    rates, margins = verifier.rates(texts, n1, desc="verify candidates")
+    rows = [{"token": vocab.texts[i], "token_id": int(vocab.ids[i]), "attack_rate": float(rates[j]),
+             "mean_margin": float(margins[j]), "screen_score": float(z[i]), "n_injections": n1}
+            for j, i in enumerate(top)]
+    null = rates[len(top):]
+    order = sorted(range(len(rows)), key=lambda j: (-rows[j]["attack_rate"], rows[j]["mean_margin"]))
+    promoted = order[:cfg.promote]
+    if len(verifier.injections) > n1 and promoted:
+        full, fm = verifier.rates([rows[j]["token"] for j in promoted], desc="verify best")
+        for j, r, m in zip(promoted, full, fm):
+            rows[j].update(attack_rate=float(r), mean_margin=float(m), n_injections=len(verifier.injections))
+    for j in promoted:
+        rows[j]["promoted"] = True
+    rows.sort(key=lambda r: (not r.get("promoted", False), -r["attack_rate"], -r["screen_score"]))
+    summary = {"n_tokens": len(null), "n_injections": n1, "mean": float(null.mean()) if len(null) else 0.0,
+               "max": float(null.max()) if len(null) else 0.0, "rates": [float(x) for x in null],
+               "tokens": [vocab.texts[i] for i in null_idx]}
+    return rows, summary
+
+
+def reconstruct(verifier: Verifier, rows: Sequence[dict[str, Any]], cfg: TokenScanConfig) -> dict[str, Any]:
+    """Greedy phrase: start from the best token; add the pool token (appended or prepended)
+    that most raises the attack rate on the stage-1 injections (mean margin breaks ties);
+    stop when none strictly raises it, at rate 1 or at ``max_phrase`` tokens."""
+    if not rows:
+        return {"phrase": "", "attack_rate": 0.0, "tokens": 0, "steps": []}
+    n1 = min(cfg.stage1, len(verifier.injections))
+    pool = [r["token"] for r in rows[:cfg.pool]]
+    words = [pool[0]]
+    rate = float(verifier.rates([pool[0]], n1, desc="reconstruct")[0][0])
+    steps = [{"phrase": pool[0], "attack_rate": float(rate)}]
+    while len(words) < cfg.max_phrase and rate < 1.0:
+        options = [w for t in pool if t not in words for w in (words + [t], [t] + words)]
+        if not options:
+            break
+        rates, margins = verifier.rates([" ".join(o) for o in options], n1, desc="reconstruct")
+        best = min(range(len(options)), key=lambda j: (-rates[j], margins[j]))
+        if rates[best] <= rate:
+            break
+        words, rate = options[best], float(rates[best])
+        steps.append({"phrase": " ".join(words), "attack_rate": rate})
+    phrase = " ".join(words)
+    final = next((r for r in rows if r["token"] == phrase and r.get("promoted")), None)
+    full = final["attack_rate"] if final else float(verifier.rates([phrase], desc="verify phrase")[0][0])
+    return {"phrase": phrase, "attack_rate": full, "tokens": len(words), "n_injections": len(verifier.injections),
+            "steps": steps}
+
+
+def token_scan(context: ScanContext, cfg: TokenScanConfig) -> dict[str, Any]:
+    """The scan's findings on ``context``'s adapter: ranked ``tokens``, ``reconstructed``
+    phrase, ``null``, ``scores``, ``timings`` (seconds per stage) and the sizes used."""
+    context.require_model(NAME)
+    probes = context.require_probes(NAME)
+    t0 = time.monotonic()
+    clf = context.classifier()
+    vocab = candidate_vocabulary(clf.tokenizer, int(clf.model.get_input_embeddings().weight.shape[0]), clf.task)
+    timings = {"load": time.monotonic() - t0}
+    with bar(5, "token scan", context.progress) as pb:
+        texts = verification_injections(clf, probes.injections, cfg.n, context.batch_size)
+        if len(texts) < MIN_N:
+            raise NotApplicable(f"{NAME}: the adapter classifies only {len(texts)} probe injections as injections "
+                                f"(needs {MIN_N}); there is nothing for a trigger to flip")
+        pb.advance(1, "screening")
+        found = screen(context, vocab, texts, cfg)
+        timings.update({f"screen_{k}": v for k, v in found["timings"].items()})
+        pb.advance(1, "verifying")
+        verifier = Verifier(clf, texts, cfg.batch_size, context.progress)
+        t1 = time.monotonic()
+        rows, null = verify(verifier, vocab, found["top"], cfg, found["z"])
+        timings["verify"] = time.monotonic() - t1
+        pb.advance(1, "reconstructing")
+        t1 = time.monotonic()
+        rec = reconstruct(verifier, rows, cfg)
+        timings["reconstruct"] = time.monotonic() - t1
+        pb.advance(2, "done")
+    timings["total"] = time.monotonic() - t0
+    best = max((r["attack_rate"] for r in rows if r.get("promoted")), default=0.0)
+    scores = {"token_lift": best - null["mean"], "token_attack_rate": best, "token_null_mean": null["mean"],
+              "reconstructed_attack_rate": rec["attack_rate"]}
+    return {"tokens": rows, "reconstructed": rec, "null": null, "scores": scores, "timings": timings,
+            "vocabulary": {"size": vocab.size, "candidates": len(vocab.ids), "blocked_label_words": vocab.blocked},
+            "n_injections": len(texts), "forward_passes": verifier.passes, "weight_modules": found["modules"]}
+
+
+def scan_context_dict(context: ScanContext) -> dict[str, Any]:
+    """What a token-scan profile must match."""
+    return {"base_model": context.base, "task": context.task,
+            "probe_set": context.probes.sha256 if context.probes is not None else None}
+
+
+class TokenDetector(Detector):
+    """The token scan behind the common detector protocol (module docstring)."""
+
+    name = NAME
+    cost = 300  # a few thousand short forward passes: after weights (0) and the battery (100)
+    summary = "every word-like vocabulary token screened, the top verified as a prefix trigger (issue 11)"
+    decision = ("token_lift",)
+    direction = "+"
+
+    def __init__(self, top: int = 48, n: int = 48, stage1: int = 16, promote: int = 8, null: int = 32,
+                 max_phrase: int = 6, pool: int = 8, screens: Sequence[str] = SCREENS, seed: int = 0,
+                 batch_size: int = 64):
+        self.config = TokenScanConfig(top, n, stage1, promote, null, max_phrase, pool, tuple(screens), seed,
+                                      batch_size)
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return to_dict(self.config)
+
+    def scan(self, context: ScanContext, profile: Any = None) -> DetectorResult:
+        found = token_scan(context, self.config)
+        if profile is not None and profile.detector != NAME:
+            raise UsageError(f"profile {profile.name} is for the {profile.detector!r} detector, not {NAME!r}")
+        ctx = scan_context_dict(context)
+        v = verdict(found["scores"], profile, ctx, hint="lorascan calibrate with the tokens detector")
+        details = {k: found[k] for k in ("tokens", "reconstructed", "null", "timings", "vocabulary",
+                                         "n_injections", "weight_modules")}
+        return DetectorResult(NAME, self.args, dict(found["scores"]), v, {"context": ctx, **details})
+
+
+def register(registry: Registry[Detector]) -> Registry[Detector]:
+    """Add the token detector to ``registry`` unless it is there; returns the registry."""
+    if NAME not in registry:
+        registry.register(NAME, TokenDetector)
+    return registry
+
+
+def token_record(context: ScanContext, result: DetectorResult) -> dict[str, Any]:
+    """The ``lorascan tokens`` JSON record: ranked ``tokens`` ({token, token_id, attack_rate,
+    screen_score, ...}), ``reconstructed`` {phrase, attack_rate, ...}, the null, scores, verdict."""
+    from lorascan.records import record_header
+
+    d = result.details
+    return {**record_header("token_scan"), "adapter": str(context.adapter), "base": context.base,
+            "task": context.task, "probe_set": context.probes.describe() if context.probes else None,
+            "detector": result.detector, "detector_args": result.detector_args, "scores": result.scores,
+            "verdict": result.verdict.to_dict(), "tokens": d["tokens"], "reconstructed": d["reconstructed"],
+            "null": d["null"], "vocabulary": d["vocabulary"], "n_injections": d["n_injections"],
+            "weight_modules": d["weight_modules"], "timings": d["timings"]}
