@@ -20,6 +20,10 @@ from lorascan.text import printable
 
 # command name -> "module:attribute" of a click command, imported on use.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "scan": ("lorascan.cli.scan", "Scan adapters for a trigger-activated backdoor: allow, review or block (the main job)."),
+    "report": ("lorascan.cli.report", "Rebuild a scan's HTML or SARIF report from its JSON record."),
+    "list": ("lorascan.cli.list", "List detectors, batteries, probe sets, shipped profiles and known bases."),
+    "scan-calibrate": ("lorascan.cli.scan_calibrate", "Calibrate the scan's profile set for a base on a labelled cohort."),
     "data": ("lorascan.cli.data", "Inspect the datasets lorascan can build (named mixes, corpora, files)."),
     "poison": ("lorascan.cli.poison", "Write a poisoned train/test set with the paper's recipe."),
     "train": ("lorascan.cli.train", "Train a LoRA adapter (clean or backdoored) on a prepared dataset."),
@@ -29,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("lorascan.cli.sweep", "Run and report resumable grids of poison -> train -> evaluate runs."),
     "demo": ("lorascan.cli.demo", "Run the end-to-end demo on the embedded default data."),
     "weights": ("lorascan.cli.weights", "Scan an adapter's safetensors (no model run): weight features and a verdict."),
+    "tokens": ("lorascan.cli.tokens", "Trigger-blind token scan: the vocabulary's tokens that flip injections, a trigger phrase."),
     "weights-calibrate": ("lorascan.cli.weights_calibrate", "Calibrate the weight detector on a labelled cohort of adapters."),
 }
 
@@ -69,8 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     prog = "lorascan"
     try:
-        cli.main(args=args, prog_name=prog, standalone_mode=False)
-        return 0
+        rv = cli.main(args=args, prog_name=prog, standalone_mode=False)
+        # a command's ctx.exit(N) comes back as the return value when standalone_mode is off
+        return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
     except click.exceptions.Exit as exc:  # --help, --version
         return exc.exit_code
     except click.exceptions.NoArgsIsHelpError as exc:  # `lorascan`, `lorascan data`: show the help

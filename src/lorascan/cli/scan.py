@@ -1,0 +1,118 @@
+"""``lorascan scan ADAPTER...``: the main job, from an adapter you were handed to a verdict."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from lorascan.errors import LorascanError, UsageError
+
+FAIL_ON = ("none", "review", "block")
+EXIT_FAIL_ON = 3
+LEVELS = ("allow", "review", "block")
+
+
+@click.command("scan", context_settings={"max_content_width": 100})
+@click.argument("adapters", nargs=-1, required=True)
+@click.option("--base", default=None, metavar="B",
+              help="Base model (alias, local folder, .gguf, hub id). Default: the adapter config's base, matched "
+                   "to a packaged base as data; never a path the adapter names.")
+@click.option("--task", type=click.Choice(["seq-cls", "label-word"]), default=None,
+              help="Formulation [default: detected: a saved classification head -> seq-cls; a chat LM that answers "
+                   "in label words -> label-word; otherwise behavioural detectors do not apply].")
+@click.option("--detectors", default=",".join(("weights", "behavioral", "tokens")), metavar="A,B",
+              show_default=True, help="Registered detectors to run (see 'lorascan list').")
+@click.option("--probe-data", default="offline-pi-v1", metavar="FILE", show_default=True,
+              help="Probe inputs: a shipped set or a JSONL file of {text, label} rows.")
+@click.option("--profiles", default=None, metavar="FILE",
+              help="A profile set from 'lorascan scan-calibrate' [default: the one shipped for the base].")
+@click.option("--json", "json_out", default=None, metavar="OUT", help="Write the JSON record (one adapter).")
+@click.option("--html", "html_out", default=None, metavar="OUT", help="Write a self-contained HTML report.")
+@click.option("--sarif", "sarif_out", default=None, metavar="OUT", help="Write SARIF 2.1.0.")
+@click.option("--out", default=None, metavar="DIR",
+              help="Batch: one record per adapter under DIR/records, DIR/summary.json (resumable).")
+@click.option("--workers", default=1, show_default=True, help="Batch: adapters scanned in parallel processes.")
+@click.option("--fail-on", type=click.Choice(FAIL_ON), default="none", show_default=True,
+              help=f"Exit {EXIT_FAIL_ON} when a verdict reaches this level (CI gate).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.pass_context
+def command(ctx: click.Context, adapters: tuple[str, ...], base: str | None, task: str | None, detectors: str,
+            probe_data: str, profiles: str | None, json_out: str | None, html_out: str | None,
+            sarif_out: str | None, out: str | None, workers: int, fail_on: str, device: str, quiet: bool) -> None:
+    """Scan ADAPTER (a PEFT folder, a hub id ORG/NAME[@REVISION], a folder of adapters or a list
+    file) for a trigger-activated backdoor and print allow, review or block with the reasons.
+
+    Exit codes: 0 scanned, every verdict below --fail-on; 3 a verdict reached --fail-on;
+    1 an adapter could not be scanned (missing or malformed files, wrong base, hub unreachable;
+    never a pass); 2 usage error.
+    """
+    from lorascan.scan.inputs import expand
+    from lorascan.scan.pipeline import ScanConfig
+
+    config = ScanConfig(base=base, task=task, detectors=tuple(d.strip() for d in detectors.split(",") if d.strip()),
+                        probe_data=probe_data, profiles=profiles, device=device, progress=not quiet)
+    entries, batch = expand(adapters)
+    if batch:
+        if json_out or html_out or sarif_out:
+            raise UsageError("--json/--html/--sarif are for one adapter; a batch writes its records under --out "
+                             "(rebuild reports with 'lorascan report')")
+        if not out:
+            raise UsageError("a batch scan writes one record per adapter: pass --out DIR")
+        ctx.exit(_batch(entries, config, out, workers, fail_on))
+    ctx.exit(_single(entries[0], config, json_out, html_out, sarif_out, fail_on))
+
+
+def _code(labels: list[str], fail_on: str) -> int:
+    if "error" in labels:
+        return 1
+    if fail_on != "none" and any(lb in LEVELS and LEVELS.index(lb) >= LEVELS.index(fail_on) for lb in labels):
+        return EXIT_FAIL_ON
+    return 0
+
+
+def _single(spec: str, config: Any, json_out: str | None, html_out: str | None, sarif_out: str | None,
+            fail_on: str) -> int:
+    from lorascan.report.scan import write_reports
+    from lorascan.scan.batch import scan_one
+
+    rec = scan_one(spec, config)
+    if rec["status"] != "ok":
+        if json_out:  # the error record, so CI sees why; never an HTML/SARIF "pass"
+            write_reports(rec, {"json": json_out})
+        raise _error_from(rec)
+    written = write_reports(rec, {"json": json_out, "html": html_out, "sarif": sarif_out})
+    _print(rec)
+    for path in written:
+        _echo(f"wrote {path}")
+    return _code([rec["verdict"]["label"]], fail_on)
+
+
+def _error_from(rec: dict[str, Any]) -> LorascanError:
+    err = LorascanError(rec["error"])
+    err.exit_code = int(rec.get("exit_code") or 1)
+    return err
+
+
+def _batch(entries: list[str], config: Any, out: str, workers: int, fail_on: str) -> int:
+    from lorascan.scan.batch import run_batch
+
+    summary = run_batch(entries, config, out, workers, on_record=_print)
+    c = summary["counts"]
+    _echo(f"{summary['n']} adapters: {c['allow']} allow, {c['review']} review, {c['block']} block, "
+          f"{c['error']} not scanned; records in {out}/records, summary {out}/summary.json")
+    return _code([r["verdict"] or "error" for r in summary["adapters"]], fail_on)
+
+
+def _print(rec: dict[str, Any]) -> None:
+    from lorascan.report.scan import summary_lines
+
+    for line in summary_lines(rec):
+        _echo(line)
+
+
+def _echo(line: str) -> None:
+    from lorascan.cli.common import console, safe
+
+    console().print(safe(line, 400), markup=False, highlight=False)

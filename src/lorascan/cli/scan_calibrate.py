@@ -1,0 +1,44 @@
+"""``lorascan scan-calibrate COHORT --base B --out FILE``: the profile set a scan of adapters on
+base B is judged by (``src/lorascan/detect/profiles/<alias>.json`` for the packaged bases)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command("scan-calibrate")
+@click.argument("cohort")
+@click.option("--base", required=True, metavar="B", help="The cohort's base model (alias, folder, hub id).")
+@click.option("--out", required=True, metavar="FILE", help="Write the profile set here (JSON).")
+@click.option("--detectors", default="weights,behavioral,tokens", show_default=True, metavar="A,B")
+@click.option("--probe-data", default="offline-pi-v1", show_default=True, metavar="FILE")
+@click.option("--bootstrap", "n_boot", default=2000, show_default=True, help="Bootstrap resamples for the CIs.")
+@click.option("--device", default="auto", show_default=True)
+def command(cohort: str, base: str, out: str, detectors: str, probe_data: str, n_boot: int, device: str) -> None:
+    """Run the scan's detectors on every adapter of COHORT (a labels file from 'lorascan sweep
+    report', or a folder of adapters with lorascan.json labels) and calibrate one profile per
+    detector: ROC AUC, FPR=0 threshold and the clean scores the scan's review/block bounds use."""
+    from pathlib import Path
+
+    from lorascan.detect.cohort import read_cohort
+    from lorascan.detect.profiles import save_set
+    from lorascan.scan.calibrate import profile_set
+    from lorascan.scan.inputs import canonical_base
+    from lorascan.scan.pipeline import ScanConfig
+
+    members, _ = read_cohort(cohort)
+    config = ScanConfig(detectors=tuple(d.strip() for d in detectors.split(",") if d.strip()),
+                        probe_data=probe_data, device=device, progress=False)
+
+    def show(name: str, rows: list) -> None:
+        scores = "; ".join(f"{r['detector']}: " + ", ".join(f"{k} {v:.4g}" for k, v in list(r["scores"].items())[:3]
+                                                             if isinstance(v, float)) for r in rows)
+        click.echo(f"  {name[:70]}: {scores[:300]}")
+
+    rec = profile_set(members, canonical_base(base), config, cohort_name=Path(cohort).stem, n_boot=n_boot,
+                      on_member=show)
+    save_set(out, rec)
+    for name, p in rec["profiles"].items():
+        feats = ", ".join(f"{d} AUC {p['features'][d]['auc']:.3f}" for d in p["decision"])
+        click.echo(f"{name}: {feats}")
+    click.echo(f"wrote {out}")

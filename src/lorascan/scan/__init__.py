@@ -1,0 +1,1 @@
+"""The scan (design.md "The scan"): inputs -> one ScanContext per adapter -> detectors -> verdict."""

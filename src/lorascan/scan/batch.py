@@ -1,0 +1,118 @@
+"""Batch scans: one record per adapter under ``OUT/records/``, a summary beside them.
+
+Resumable: an adapter whose record exists, is ``ok`` and names the same file hashes as the
+adapter on disk now is not scanned again; errors are retried. Records are written atomically,
+so a batch killed mid-way leaves only whole records. ``workers`` > 1 scans in worker processes
+(each loads its own model; on 2 cores two workers mostly overlap model loading with readout).
+An adapter that fails is recorded with its error and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from lorascan.errors import DataError, LorascanError, UsageError
+from lorascan.records import record_header, sha256_file, write_json_atomic
+from lorascan.scan.pipeline import ScanConfig, error_record, scan_adapter
+from lorascan.text import slug
+
+SUMMARY_KIND = "scan_batch"
+
+
+def record_name(spec: str) -> str:
+    """File name of an entry's record: a readable slug plus a hash of the spec (unique)."""
+    digest = hashlib.sha256(spec.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    return f"{slug(Path(spec).name or spec)[:60]}-{digest}.json"
+
+
+def scan_one(spec: str, config: ScanConfig, pool: Any = None) -> dict[str, Any]:
+    """The record of one entry, an error record when it cannot be scanned."""
+    from lorascan.scan.inputs import resolve_input
+
+    try:
+        return scan_adapter(resolve_input(spec), config, pool)
+    except LorascanError as err:
+        return error_record(spec, err)
+
+
+def _done(path: Path, spec: str) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(path.read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(rec, dict) or rec.get("status") != "ok":
+        return None
+    files = (rec.get("adapter") or {}).get("files") or {}
+    folder = Path((rec.get("adapter") or {}).get("path") or spec)
+    try:
+        if any(sha256_file(folder / n) != h for n, h in files.items()) or not files:
+            return None
+    except OSError:
+        return None
+    return rec
+
+
+def _worker(spec: str, config: ScanConfig) -> dict[str, Any]:
+    return scan_one(spec, config)
+
+
+def run_batch(entries: Sequence[str], config: ScanConfig, out: str | Path, workers: int = 1,
+              on_record: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Scan ``entries`` into ``out``; returns the summary record (also written as
+    ``out/summary.json``)."""
+    if workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    out = Path(out)
+    records_dir = out / "records"
+    try:
+        records_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise DataError(f"cannot write to {out}: {err.strerror or err}") from None
+    results: dict[str, dict[str, Any]] = {}
+    todo = []
+    for spec in entries:
+        prev = _done(records_dir / record_name(spec), spec)
+        if prev is not None:
+            results[spec] = prev
+            prev = {**prev, "_resumed": True}
+            if on_record:
+                on_record(prev)
+        else:
+            todo.append(spec)
+
+    def keep(spec: str, rec: dict[str, Any]) -> None:
+        write_json_atomic(records_dir / record_name(spec), rec)
+        results[spec] = rec
+        if on_record:
+            on_record(rec)
+
+    if workers == 1 or len(todo) <= 1:
+        from lorascan.probe.generalization import ClassifierPool
+
+        pool = ClassifierPool(device=config.device)  # one base model for the whole batch
+        for spec in todo:
+            keep(spec, scan_one(spec, config, pool))
+    else:
+        with ProcessPoolExecutor(max_workers=workers) as ex:
+            futures = {ex.submit(_worker, spec, config): spec for spec in todo}
+            for fut in as_completed(futures):
+                spec = futures[fut]
+                try:
+                    rec = fut.result()
+                except Exception as err:  # noqa: BLE001 - a worker that died: recorded, batch goes on
+                    rec = error_record(spec, DataError(f"worker failed: {type(err).__name__}: {str(err)[:200]}"))
+                keep(spec, rec)
+    rows = []
+    for spec in entries:
+        rec = results[spec]
+        rows.append({"spec": spec, "record": f"records/{record_name(spec)}", "status": rec.get("status"),
+                     "verdict": (rec.get("verdict") or {}).get("label"), "error": rec.get("error"),
+                     "wall_time_s": rec.get("wall_time_s")})
+    counts = {k: sum(1 for r in rows if r["verdict"] == k) for k in ("allow", "review", "block", "error")}
+    summary = {**record_header(SUMMARY_KIND), "n": len(rows), "counts": counts, "adapters": rows}
+    write_json_atomic(out / "summary.json", summary)
+    return summary

@@ -1,0 +1,172 @@
+"""One adapter in, one scan record out (design.md "The scan").
+
+validate files as data -> resolve the base (:mod:`lorascan.scan.inputs`) -> check the adapter
+fits it and detect the formulation (:mod:`lorascan.scan.fit`) -> one :class:`ScanContext` ->
+every requested detector from the registry, cheapest first -> a judgement per detector against
+the base's shipped profile -> the combined verdict (:func:`lorascan.detect.verdict.combine`).
+
+A detector that does not apply (no behavioural formulation) or fails on this adapter is
+reported with its reason and makes the verdict at least ``review``; a scan that cannot start
+(missing or malformed files, wrong base) raises a one-line LorascanError and the caller writes
+an error record: it is never a pass.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lorascan.detect import DETECTORS, register_builtin_detectors
+from lorascan.detect.base import NotApplicable, ScanContext
+from lorascan.detect.verdict import Judgement, combine, judge
+from lorascan.errors import LorascanError, UsageError
+from lorascan.records import record_header, sha256_file
+from lorascan.scan import fit
+from lorascan.scan.inputs import CONFIG, WEIGHTS, AdapterInput
+
+RECORD_KIND = "scan"
+DEFAULT_DETECTORS = ("weights", "behavioral", "tokens")
+# Arguments the scan builds each detector with: behavioural over every probe of the paper's 21-prefix
+# battery (view A: a scan does not know the trigger, so none is left out for being it).
+SCAN_ARGS: dict[str, dict[str, Any]] = {"weights": {"include_modules": False},
+                                        "behavioral": {"battery": "paper-21", "view": "A"}}
+CONFIG_FIELDS = ("peft_type", "task_type", "r", "lora_alpha", "target_modules", "modules_to_save",
+                 "base_model_name_or_path", "revision", "use_rslora", "use_dora")
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """How to scan. ``base``/``task`` override what the adapter's config says; ``detectors``
+    by registry name; ``probe_data`` a shipped probe set or a JSONL file; ``profiles`` a
+    profile-set file instead of the shipped one for the base."""
+
+    base: str | None = None
+    task: str | None = None
+    detectors: tuple[str, ...] = DEFAULT_DETECTORS
+    probe_data: str = "offline-pi-v1"
+    profiles: str | None = None
+    device: str = "auto"
+    batch_size: int = 32
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        registry = register_builtin_detectors(DETECTORS.copy())
+        unknown = [d for d in self.detectors if d not in registry]
+        if not self.detectors or unknown:
+            raise UsageError(f"unknown detector '{unknown[0] if unknown else ''}' (known: {', '.join(registry.names())})")
+        if self.batch_size < 1:
+            raise UsageError(f"batch size must be >= 1, got {self.batch_size}")
+
+
+def _adapter_info(inp: AdapterInput, cfg: dict[str, Any]) -> dict[str, Any]:
+    folder = inp.folder
+    return {**inp.describe(), "files": {n: sha256_file(folder / n) for n in (CONFIG, WEIGHTS)},
+            "config": {k: cfg.get(k) for k in CONFIG_FIELDS if k in cfg},
+            "has_lorascan_json": (folder / "lorascan.json").is_file()}
+
+
+def build_context(inp: AdapterInput, config: ScanConfig, pool: Any = None) -> tuple[ScanContext, list[dict[str, Any]]]:
+    """Validate, resolve, fit-check: the context for one adapter and the structural findings."""
+    from lorascan.models.adapter_files import check_adapter_folder
+    from lorascan.probe.inputs import load_probe_inputs
+    from lorascan.scan.inputs import resolve_scan_base
+
+    cfg = check_adapter_folder(inp.folder)  # files validated as data before anything else
+    base, base_source = resolve_scan_base(cfg, config.base)
+    pairs, unanalysed = fit.adapter_layout(inp.folder)
+    task, task_source = fit.detect_task(cfg, unanalysed, base, config.task)
+    findings = fit.check_fit(pairs, fit.base_shapes(base, task or "seq-cls"), base)
+    others = [u.tensor for u in unanalysed if not u.lora]
+    if others:
+        findings.append({"kind": "extra_tensors", "level": "allow", "count": len(others), "tensors": others[:20],
+                         "message": f"{len(others)} non-LoRA tensor(s) (e.g. {others[0][:80]}) load with the adapter "
+                                    "and are read by the behavioural detectors through the model, not by the weight "
+                                    "statistics"})
+    decoys = tuple(m for f in findings if f["kind"] == "decoy_modules" for m in f.pop("all"))
+    ctx = ScanContext(inp.folder, cfg, base, base_source, task, task_source, device=config.device,
+                      probes=load_probe_inputs(config.probe_data), progress=config.progress,
+                      batch_size=config.batch_size, pool=pool, decoys=decoys)
+    return ctx, findings
+
+
+def _confirm_task(ctx: ScanContext) -> None:
+    """label-word only when the adapter answers the paper's prompt with label words."""
+    if ctx.task != "label-word" or ctx.task_source == "--task":
+        return
+    share = fit.answers_in_label_words(ctx.classifier(), ctx.probes.injections[:8] + ctx.probes.benign[:8])
+    if share < fit.MIN_LABEL_WORD_ANSWERS:
+        ctx.task, ctx.task_source = None, (f"the adapter answers only {share:.0%} of the paper's classifier prompts "
+                                           "with INJECTION/BENIGN: not a label-word classifier (a general chat "
+                                           "adapter?); behavioural detectors not applicable")
+        ctx._classifier = None
+    else:
+        ctx.task_source = f"causal LM with a chat template; answers {share:.0%} of probe prompts with a label word"
+
+
+def run_detectors(ctx: ScanContext, config: ScanConfig, profiles: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Judgement]]:
+    registry = register_builtin_detectors(DETECTORS.copy())
+    detectors = [registry.create(n, **SCAN_ARGS.get(n, {})) for n in config.detectors]
+    detectors.sort(key=lambda d: d.cost)
+    rows, judgements = [], {}
+    for det in detectors:
+        t0 = time.perf_counter()
+        profile = profiles.get(det.name)
+        try:
+            if det.cost > 0:
+                _confirm_task(ctx)
+            result = det.scan(ctx, None)
+        except NotApplicable as why:
+            j = Judgement("review", True, (f"not applicable: {why}",))
+            rows.append({"detector": det.name, "detector_args": det.args, "status": "not_applicable",
+                         "reason": str(why), "scores": {}, "judgement": j.to_dict(),
+                         "wall_time_s": time.perf_counter() - t0})
+            judgements[det.name] = j
+            continue
+        except LorascanError as err:
+            j = Judgement("review", True, (f"failed: {err}",))
+            rows.append({"detector": det.name, "detector_args": det.args, "status": "error", "reason": str(err),
+                         "scores": {}, "judgement": j.to_dict(), "wall_time_s": time.perf_counter() - t0})
+            judgements[det.name] = j
+            continue
+        context = dict(result.details.get("context") or {})
+        context["base_model"] = ctx.base
+        j = judge(result.scores, profile, context)
+        row = result.to_dict()
+        row.update(status="ok", judgement=j.to_dict(), profile=profile.name if profile is not None else None,
+                   wall_time_s=time.perf_counter() - t0)
+        rows.append(row)
+        judgements[det.name] = j
+    return rows, judgements
+
+
+def scan_adapter(inp: AdapterInput, config: ScanConfig, pool: Any = None) -> dict[str, Any]:
+    """The scan record of one adapter; raises a LorascanError when the scan cannot start."""
+    from lorascan.detect.profiles import profiles_for
+
+    t0 = time.perf_counter()
+    ctx, findings = build_context(inp, config, pool)
+    profiles, profile_source = profiles_for(ctx.base, config.profiles)
+    rows, judgements = run_detectors(ctx, config, profiles)
+    verdict = combine(judgements, [f for f in findings if f.get("level") != "allow"])
+    fp = None
+    if ctx._classifier is not None:
+        from lorascan.models.loading import base_fingerprint
+
+        fp = base_fingerprint(ctx._classifier.model.config)
+    return {**record_header(RECORD_KIND), "status": "ok", "error": None,
+            "adapter": _adapter_info(inp, ctx.adapter_config),
+            "base": {"name": ctx.base, "source": ctx.base_source, "fingerprint": fp},
+            "task": {"name": ctx.task, "source": ctx.task_source},
+            "probe_inputs": ctx.probes.describe() if ctx.probes else None,
+            "profiles": profile_source, "findings": findings, "detectors": rows, "verdict": verdict,
+            "wall_time_s": time.perf_counter() - t0}
+
+
+def error_record(spec: str, error: Exception) -> dict[str, Any]:
+    """The record of an adapter that could not be scanned (never a pass)."""
+    return {**record_header(RECORD_KIND), "status": "error", "error": str(error),
+            "exit_code": getattr(error, "exit_code", 1), "adapter": {"spec": spec, "path": str(Path(spec))},
+            "findings": [], "detectors": [],
+            "verdict": {"label": "error", "reasons": [f"not scanned: {error}"], "rule": ""}}
