@@ -11,7 +11,7 @@ from lorascan.data.samples import read_jsonl
 def test_demo_runs_every_step(cli, tmp_path, offline_pi, monkeypatch):
     monkeypatch.setattr(mixes, "resolve", lambda spec, *a, **k: offline_pi if spec == "offline-pi" else None)
     out = tmp_path / "demo"
-    result = cli("demo", "--out", out, "--base", "tiny-bert", "--steps", "2", "--quiet")
+    result = cli("demo", "--train", "--out", out, "--base", "tiny-bert", "--steps", "2", "--quiet")
     assert result.code == 0, result.err
     n = len(offline_pi.train)
     k = round(0.04 * n / 0.96)
@@ -29,6 +29,6 @@ def test_demo_runs_every_step(cli, tmp_path, offline_pi, monkeypatch):
     weights = json.loads((out / "weights.json").read_text())
     assert weights["features"]["global_frobN_std"] > 0 and weights["verdict"]["label"] == "uncalibrated"
     # a second run replaces its own outputs
-    assert cli("demo", "--out", out, "--base", "tiny-bert", "--steps", "1", "--quiet").code == 0
+    assert cli("demo", "--train", "--out", out, "--base", "tiny-bert", "--steps", "1", "--quiet").code == 0
     assert sorted(p.name for p in out.iterdir()) == ["adapter-tiny-bert-rfc-r04", "eval.json", "poison-rfc-r04",
                                                      "probe-B.json", "weights.json"]

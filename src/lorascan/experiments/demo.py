@@ -1,6 +1,11 @@
-"""The end-to-end demo on the embedded default data: what ``make demo`` runs.
+"""The demos. ``make demo`` runs :func:`run_scan_demo`: ``lorascan scan`` on two MiniLM adapters
+shipped in the repo (``examples/adapters/``: a clean one and one backdoored with the paper's
+trigger), the way a user would scan adapters handed to them (no lorascan.json, no data, no
+trigger). :func:`pack_adapter` rebuilds those files from freshly trained adapters
+(``experiments/demo-adapters.sh``): it keeps only adapter_config.json and the weights, stored
+as float16 so each adapter stays under 2 MiB.
 
-offline-pi -> poison with the paper's trigger at a 4% ratio -> train a LoRA adapter ->
+:func:`run_demo` (``lorascan demo --train``) is the attack lab end to end: offline-pi -> poison with the paper's trigger at a 4% ratio -> train a LoRA adapter ->
 evaluate (clean accuracy, ASR) -> probe the paper's 21-prefix battery (view B: the trigger
 left out, so the detector does not know it) -> scan the adapter's weights. Every step writes
 its record under ``out``; the returned dict holds the figures the CLI prints.
@@ -65,3 +70,45 @@ def run_demo(out: str | Path, cfg: DemoConfig = DemoConfig(), progress: bool = T
     write_json_atomic(out / "weights.json", weights)
     result["weights"] = weights
     return result
+
+
+DEMO_ADAPTERS = ("minilm-clean", "minilm-rfc-r04")
+
+
+def pack_adapter(src: str | Path, dst: str | Path) -> Path:
+    """A foreign copy of an adapter for the repo: adapter_config.json (base named by its hub
+    id, as a downloaded adapter would) and adapter_model.safetensors in float16."""
+    import json
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    from lorascan.models.adapter_files import check_adapter_folder
+    from lorascan.records import atomic_dir
+
+    cfg = check_adapter_folder(src)
+    cfg["base_model_name_or_path"] = "sentence-transformers/all-MiniLM-L6-v2"
+    tensors = {k: np.ascontiguousarray(v.astype(np.float16)) for k, v in load_file(str(Path(src) / "adapter_model.safetensors")).items()}
+    with atomic_dir(dst, force=True) as tmp:
+        (tmp / "adapter_config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        save_file(tensors, str(tmp / "adapter_model.safetensors"))
+    return Path(dst)
+
+
+def run_scan_demo(adapters: str | Path, out: str | Path, progress: bool = True) -> list[dict[str, Any]]:
+    """Scan each demo adapter under ``adapters`` into ``out`` (JSON + HTML per adapter)."""
+    from lorascan.report.scan import write_reports
+    from lorascan.scan.batch import scan_one
+    from lorascan.scan.pipeline import ScanConfig
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    config = ScanConfig(progress=progress)
+    results = []
+    for name in DEMO_ADAPTERS:
+        folder = Path(adapters) / name
+        rec = scan_one(str(folder), config)
+        paths = {"json": str(out / f"{name}.json"), "html": str(out / f"{name}.html")}
+        write_reports(rec, paths if rec["status"] == "ok" else {"json": paths["json"]})
+        results.append({"name": name, "record": rec, **paths})
+    return results
