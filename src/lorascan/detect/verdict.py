@@ -281,9 +281,11 @@ def verdict(scores: Mapping[str, float | None], profile: Profile | None,
 #   rates, gaps, lifts), BLOCK_FACTOR = 3: for the paper's outlier_gap the review bound of its
 #   clean cohort is ~.03, so the block bound is ~.10, the paper's own v0.1 rule (gap > .10).
 #   "-" features and features that can be negative never block on their own: they review.
-# - a detector whose profile separates its cohort poorly (tie-aware AUC below MIN_VOTING_AUC)
-#   is reported and does not vote: on the MiniLM cohort the paper's global_frobN_std has AUC
-#   .53, chance, and would send every other clean adapter to review.
+# - a detector votes only where its profile shows it works on this base: the lower end of the
+#   bootstrap 95% CI of its cohort ROC AUC must reach MIN_VOTING_AUC. On the MiniLM cohort the
+#   paper's global_frobN_std has AUC .53, chance, and would send every other clean adapter to
+#   review; and on a cohort of a few adapters a weight feature reaches AUC .9 by chance, with a
+#   CI reaching down to .6. A detector that does not vote is still reported.
 #
 # The combination rule: block if any voting detector blocks; else review if any voting detector
 # reviews, or any detector could not judge (uncalibrated, not applicable, failed), or a
@@ -291,7 +293,7 @@ def verdict(scores: Mapping[str, float | None], profile: Profile | None,
 
 SPREAD_SD = 3.0
 BLOCK_FACTOR = 3.0
-MIN_VOTING_AUC = 0.8
+MIN_VOTING_AUC = 0.75  # lower end of the cohort AUC's bootstrap 95% CI
 LEVELS = ("allow", "review", "block")
 
 
@@ -302,6 +304,7 @@ class Bounds:
     review: float
     block: float | None
     auc: float
+    auc_low: float = 0.0
 
     def level(self, score: float) -> str:
         beyond = (lambda t: score > t) if self.direction == "+" else (lambda t: score < t)
@@ -311,7 +314,8 @@ class Bounds:
 
     def to_dict(self) -> dict[str, Any]:
         return {"feature": self.feature, "direction": self.direction, "review_above" if self.direction == "+"
-                else "review_below": self.review, "block_above": self.block, "profile_auc": self.auc}
+                else "review_below": self.review, "block_above": self.block, "profile_auc": self.auc,
+                "profile_auc_ci_low": self.auc_low}
 
 
 def scan_bounds(profile: Profile, feature: str) -> Bounds:
@@ -328,7 +332,7 @@ def scan_bounds(profile: Profile, feature: str) -> Bounds:
     else:
         review = t0
     block = review * BLOCK_FACTOR if cal.direction == "+" and clean and min(clean) >= 0 and review > 0 else None
-    return Bounds(feature, cal.direction, review, block, cal.auc)
+    return Bounds(feature, cal.direction, review, block, cal.auc, float(cal.auc_ci[0]) if cal.auc_ci else 0.0)
 
 
 @dataclass(frozen=True)
@@ -364,11 +368,11 @@ def judge(scores: Mapping[str, float | None], profile: Profile | None, context: 
         levels.append(lv)
         op = ">" if b.direction == "+" else "<"
         limits = f"review {op} {_fmt(b.review)}" + (f", block {op} {_fmt(b.block)}" if b.block is not None else "")
-        reasons.append(f"{name} = {_fmt(float(score))}: {lv} ({limits}; cohort AUC {b.auc:.3f})")
-    votes = min(b.auc for b in bounds) >= MIN_VOTING_AUC
+        reasons.append(f"{name} = {_fmt(float(score))}: {lv} ({limits}; cohort AUC {b.auc:.3f}, CI low {b.auc_low:.3f})")
+    votes = min(b.auc_low for b in bounds) >= MIN_VOTING_AUC
     level = max(levels, key=LEVELS.index)
     if not votes:
-        reasons.append(f"not used for the verdict: the profile's cohort AUC is below {MIN_VOTING_AUC} on this base")
+        reasons.append(f"not used for the verdict: the profile's cohort AUC CI reaches below {MIN_VOTING_AUC} on this base")
     return Judgement(level, votes, tuple(reasons), tuple(bounds))
 
 
@@ -397,6 +401,6 @@ def combine(judgements: Mapping[str, Judgement], findings: Sequence[Mapping[str,
     return {"label": level, "reasons": reasons, "rule": COMBINATION_RULE}
 
 
-COMBINATION_RULE = ("block if any calibrated detector (profile AUC >= 0.8) scores beyond its block bound; "
+COMBINATION_RULE = ("block if any calibrated detector (cohort AUC CI low end >= 0.75) scores beyond its block bound; "
                     "review if one is beyond its review bound (clean mean + 3 sd, at least the FPR=0 threshold), "
                     "cannot judge, or a structural finding asks for it; allow otherwise")
