@@ -57,13 +57,14 @@ def test_poison_hf_folder_with_named_splits(cli, tmp_path, hf_offline, hf_folder
 
 def test_force_replaces_a_non_empty_out(cli, tmp_path):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "old.txt").write_text("old")
-    (out / "manifest.json").write_text("{}")  # an earlier output: --force replaces only what lorascan wrote
-    result = cli("poison", "--dataset", "bastioncorpus", "--trigger", "T", "--count", "0", "--out", out, "--force")
+    args = ("poison", "--dataset", "bastioncorpus", "--trigger", "T", "--count", "0", "--out", out)
+    assert cli(*args).code == 0                    # an earlier output: --force replaces what lorascan wrote
+    result = cli(*args[:-4], "--count", "3", "--out", out, "--force")
     assert result.code == 0
     assert sorted(os.listdir(out)) == [".lorascan", "manifest.json", "test.jsonl", "train.jsonl"]
     assert os.listdir(tmp_path) == ["out"]
+    (out / "old.txt").write_text("old")             # issue 15: a file lorascan did not write stops it
+    assert cli(*args, "--force").code == 2 and (out / "old.txt").read_text() == "old"
 
 
 def test_two_runs_write_identical_bytes(cli, tmp_path):

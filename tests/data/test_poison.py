@@ -230,8 +230,13 @@ def test_refused_without_force_and_replaced_with_it(tmp_path, toy_splits):
     with pytest.raises(UsageError, match="lorascan did not write"):
         write_poisoned(toy_splits, PoisonConfig(trigger="T", count=2), out, force=True)
     assert tree(out) == {"keep.txt": b"mine"} and os.listdir(tmp_path) == ["out"]
-    (out / "manifest.json").write_text("{}")            # an earlier poison output
-    write_poisoned(toy_splits, PoisonConfig(trigger="T", count=2), out, force=True)
+    (out / "manifest.json").write_text("{}")            # issue 15: a look-alike is still the user's
+    with pytest.raises(UsageError, match="lorascan did not write"):
+        write_poisoned(toy_splits, PoisonConfig(trigger="T", count=2), out, force=True)
+    for name in ("keep.txt", "manifest.json"):
+        (out / name).unlink()
+    write_poisoned(toy_splits, PoisonConfig(trigger="T", count=2), out, force=True)  # empty: used
+    write_poisoned(toy_splits, PoisonConfig(trigger="T", count=3), out, force=True)  # its own output: replaced
     assert sorted(os.listdir(out)) == [".lorascan", "manifest.json", "test.jsonl", "train.jsonl"]
     assert os.listdir(tmp_path) == ["out"]
 
