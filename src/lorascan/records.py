@@ -61,20 +61,20 @@ def _temp_sibling(path: Path, suffix: str, make: Callable[[Path], Any], tag: str
     raise FileExistsError(f"no free temporary name beside {path}")
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write text to ``path`` through a temporary file and a rename; any OS failure (a missing
-    permission, a full disk, a folder in the way) is a one-line DataError."""
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """The one atomic writer: yield a new hidden temporary sibling of ``path`` (created empty,
+    mode from the umask) for the caller to fill; on success it is renamed over ``path``, on any
+    failure removed. OS failures are one-line DataErrors."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp, fd = _temp_sibling(path, ".tmp", lambda p: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        os.close(fd)
     except OSError as err:
         raise DataError(f"cannot write {path}: {err.strerror or err}") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+        yield tmp
         os.replace(tmp, path)
     except BaseException as err:
         with contextlib.suppress(OSError):
@@ -82,7 +82,21 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
         if isinstance(err, OSError):
             raise DataError(f"cannot write {path}: {err.strerror or err}") from None
         raise
-    return path
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    return Path(path)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write text to ``path`` through a temporary file and a rename (:func:`atomic_path`); any
+    OS failure (a missing permission, a full disk, a folder in the way) is a one-line DataError."""
+    return write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:

@@ -19,7 +19,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from lorascan.detect.safetensors_reader import DTYPE_BITS, FLOAT_STORAGE
-from lorascan.records import write_json_atomic
+from lorascan.records import atomic_path, write_json_atomic
 
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP = ("gate_proj", "up_proj", "down_proj")
@@ -79,20 +79,14 @@ def write_safetensors(path: str | os.PathLike, specs: Iterable[TensorSpec],
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # the format pads the header to 8-byte alignment
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(len(blob).to_bytes(8, "little"))
-            fh.write(blob)
-            for name, _, shape, produce in specs:
-                arr = produce()
-                if arr.shape != tuple(shape):
-                    raise ValueError(f"{name}: produced shape {arr.shape}, declared {tuple(shape)}")
-                fh.write(np.ascontiguousarray(arr).tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        fh.write(len(blob).to_bytes(8, "little"))
+        fh.write(blob)
+        for name, _, shape, produce in specs:
+            arr = produce()
+            if arr.shape != tuple(shape):
+                raise ValueError(f"{name}: produced shape {arr.shape}, declared {tuple(shape)}")
+            fh.write(np.ascontiguousarray(arr).tobytes())
     return path
 
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 from pathlib import Path
 from typing import Any, Iterator
 
 from lorascan.errors import DataError
+from lorascan.records import atomic_path
 
 RC = {"text.parse_math": False, "svg.hashsalt": "lorascan"}
 
@@ -49,34 +49,17 @@ def matplotlib_figure(**kwargs: Any):
     return Figure(**kwargs)
 
 
-def _temp_file(path: Path) -> Path:
-    """A new empty hidden sibling of ``path`` created with mode 0666 less the umask (as any
-    file the user writes; ``tempfile.mkstemp`` would give 0600)."""
-    for _ in range(100):
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix or '.png'}"
-        try:
-            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-            return tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"no free temporary name beside {path}")
-
-
 def save_figure(fig: Any, path: str | os.PathLike) -> Path:
     """Write ``fig`` to ``path`` (format by suffix) through a temporary file and a rename; SVGs
     carry no date and, inside :func:`plotting`, no random ids, so the same figure gives the
     same bytes. The file's mode follows the umask."""
     path = Path(path)
     try:
-        tmp = _temp_file(path)
-    except OSError as err:
-        raise DataError(f"cannot write plot {path}: {err.strerror or err}") from None
-    try:
-        with plotting():
-            fig.savefig(tmp, dpi=120, bbox_inches="tight", metadata={"Date": None} if path.suffix == ".svg" else None)
-        os.replace(tmp, path)
-    except (OSError, ValueError) as err:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        with atomic_path(path) as tmp, plotting():
+            fig.savefig(tmp, dpi=120, bbox_inches="tight", format=path.suffix.lstrip(".") or None,
+                        metadata={"Date": None} if path.suffix == ".svg" else None)
+    except ValueError as err:
         raise DataError(f"cannot write plot {path}: {err}") from None
+    except DataError as err:
+        raise DataError(f"cannot write plot {path}: {str(err).split(': ', 1)[-1]}") from None
     return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 from typing import Any, Mapping
 
 from lorascan.errors import DataError
@@ -43,14 +44,15 @@ def render(rec: Mapping[str, Any], fmt: str) -> str:
 def write_reports(rec: Mapping[str, Any], targets: Mapping[str, str | None]) -> list[str]:
     """Render every format first, then write each atomically: a failure leaves no partial file."""
     texts = {fmt: render(rec, fmt) for fmt, path in targets.items() if path}
-    written = []
-    for fmt, text in texts.items():
-        path = targets[fmt]
-        try:
-            write_text_atomic(path, text)
-        except OSError as err:
-            raise DataError(f"cannot write {path}: {err.strerror or err}") from None
-        written.append(str(path))
+    written: list[str] = []
+    try:
+        for fmt, text in texts.items():
+            write_text_atomic(targets[fmt], text)
+            written.append(str(targets[fmt]))
+    except DataError:
+        for path in written:  # all the reports or none
+            Path(path).unlink(missing_ok=True)
+        raise
     return written
 
 
