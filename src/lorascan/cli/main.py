@@ -66,7 +66,7 @@ def cli() -> None:
 
 def _one_line(text: object) -> str:
     """One line with control characters escaped (click echoes the values it rejects)."""
-    return printable(" ".join(str(text).split()))
+    return printable(" ".join(str(text).split()), 1000)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

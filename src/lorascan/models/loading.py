@@ -102,16 +102,60 @@ def quiet_transformers() -> None:
 
     import transformers
 
+    import huggingface_hub
+
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.logging.set_verbosity_error()  # no "Retrying in 8s [Retry 5/5]" lines
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\b.*")
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*")
 
 
+# Seconds to wait for a TCP connection to the hub before calling it unreachable: a reachable
+# hub answers in well under a second; offline, DNS fails at once or the connect times out.
+HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def hub_reachable(timeout: float = HUB_PROBE_TIMEOUT_S) -> bool:
+    """Whether a TCP connection to the hub endpoint opens within ``timeout`` (True behind a
+    proxy, which this check cannot see through: the hub client then decides)."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(constants.ENDPOINT)
+    try:
+        with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                      timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _is_hub_id(location: str) -> bool:
+    return bool(_HUB_ID.match(location)) and not Path(location).expanduser().exists()
+
+
 def _from_pretrained(cls, location: str, **kwargs):
     """``cls.from_pretrained``; any failure (missing or damaged files, a bad config) is a
-    one-line DataError."""
+    one-line DataError. A hub id is tried in the local cache first; when it is not there and
+    the hub cannot be reached (or HF_HUB_OFFLINE is set) the error comes at once, not after
+    the hub client's five retries (~50 s of printed retries, issue 15)."""
     quiet_transformers()
+    if _is_hub_id(location) and not kwargs.get("local_files_only"):
+        try:
+            return cls.from_pretrained(location, local_files_only=True, **kwargs)
+        except Exception:  # noqa: BLE001 - not cached (or cached incompletely): try the hub below
+            pass
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE or not hub_reachable():
+            raise DataError(f"cannot load '{short_repr(location, 100)[1:-1]}': it is not in the local Hugging Face cache "
+                            f"and the hub ({constants.ENDPOINT}) cannot be reached; pass a local folder or alias "
+                            "as --base, or download it first") from None
     try:
         return cls.from_pretrained(location, **kwargs)
     except LorascanError:
