@@ -71,9 +71,10 @@ def test_pickle_only_and_unwritable_report_leave_nothing(bert, cli, tmp_path):
     (pk / "adapter_model.bin").write_bytes(b"\x80\x04not really")
     r = cli("scan", pk, "--base", "tiny-bert", *FAST)
     assert r.code == 1 and "pickle" in r.err
-    r = cli("scan", bert["clean"], "--base", "tiny-bert", "--html", tmp_path / "no" / "dir" / "r.html",
+    (tmp_path / "file").write_text("x")
+    r = cli("scan", bert["clean"], "--base", "tiny-bert", "--html", tmp_path / "file" / "r.html",
             "--json", tmp_path / "ok.json", *FAST)
-    assert r.code == 1 and not (tmp_path / "ok.json").exists() and not (tmp_path / "no").exists()
+    assert r.code == 1 and not (tmp_path / "ok.json").exists()
 
 
 def test_wrong_base_is_one_line_error(bert, cli):
@@ -184,7 +185,7 @@ def test_calibrated_profile_set_judges_and_can_allow(bert, cli, tmp_path):
     labels = tmp_path / "cohort.json"
     labels.write_text(json.dumps([{"path": str(bert["clean"]), "label": 0},
                                   {"path": str(bert["poisoned"]), "label": 1}]))
-    r = cli("scan-calibrate", labels, "--base", "tiny-bert", "--out", tmp_path / "set.json",
+    r = cli("scan-calibrate", labels, "--base", "tiny-bert", "--out", tmp_path / "set.json", "--records", tmp_path / "rec",
             "--detectors", "weights,behavioral", "--bootstrap", "20")
     assert r.code == 0, r.err
     pset = json.loads((tmp_path / "set.json").read_text())

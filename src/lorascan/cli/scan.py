@@ -54,7 +54,7 @@ def command(ctx: click.Context, adapters: tuple[str, ...], base: str | None, tas
     config = ScanConfig(base=base, task=task, detectors=tuple(d.strip() for d in detectors.split(",") if d.strip()),
                         probe_data=probe_data, profiles=profiles, device=device, progress=not quiet)
     entries, batch = expand(adapters)
-    if batch:
+    if batch or out:  # --out: records in a batch folder, even for one adapter
         if json_out or html_out or sarif_out:
             raise UsageError("--json/--html/--sarif are for one adapter; a batch writes its records under --out "
                              "(rebuild reports with 'lorascan report')")

@@ -13,8 +13,11 @@ import click
 @click.option("--detectors", default="weights,behavioral,tokens", show_default=True, metavar="A,B")
 @click.option("--probe-data", default="offline-pi-v1", show_default=True, metavar="FILE")
 @click.option("--bootstrap", "n_boot", default=2000, show_default=True, help="Bootstrap resamples for the CIs.")
+@click.option("--records", required=True, metavar="DIR",
+              help="Keep each member's scan record here (a 'lorascan scan --out' batch folder; resumable).")
 @click.option("--device", default="auto", show_default=True)
-def command(cohort: str, base: str, out: str, detectors: str, probe_data: str, n_boot: int, device: str) -> None:
+def command(cohort: str, base: str, out: str, detectors: str, probe_data: str, n_boot: int, records: str,
+            device: str) -> None:
     """Run the scan's detectors on every adapter of COHORT (a labels file from 'lorascan sweep
     report', or a folder of adapters with lorascan.json labels) and calibrate one profile per
     detector: ROC AUC, FPR=0 threshold and the clean scores the scan's review/block bounds use."""
@@ -30,13 +33,15 @@ def command(cohort: str, base: str, out: str, detectors: str, probe_data: str, n
     config = ScanConfig(detectors=tuple(d.strip() for d in detectors.split(",") if d.strip()),
                         probe_data=probe_data, device=device, progress=False)
 
-    def show(name: str, rows: list) -> None:
+    def show(rec: dict) -> None:
+        rows = rec.get("detectors") or []
         scores = "; ".join(f"{r['detector']}: " + ", ".join(f"{k} {v:.4g}" for k, v in list(r["scores"].items())[:3]
                                                              if isinstance(v, float)) for r in rows)
-        click.echo(f"  {name[:70]}: {scores[:300]}")
+        name = Path(str((rec.get("adapter") or {}).get("spec", "?"))).parent.name
+        click.echo(f"  {name[:70]}: {scores[:300] or rec.get('error')}")
 
-    rec = profile_set(members, canonical_base(base), config, cohort_name=Path(cohort).stem, n_boot=n_boot,
-                      on_member=show)
+    rec = profile_set(members, canonical_base(base), config, cohort_name=Path(cohort).stem,
+                      records=records, n_boot=n_boot, on_record=show)
     save_set(out, rec)
     for name, p in rec["profiles"].items():
         feats = ", ".join(f"{d} AUC {p['features'][d]['auc']:.3f}" for d in p["decision"])

@@ -300,6 +300,11 @@ class WeightDetector(Detector):
     name = "weights"
     cost = 0
     summary = "spectra and norms of B·A from the safetensors, no model run (paper §8)"
+    # The scan decides on the paper's feature in the paper's direction (poisoned higher at 1.5B),
+    # fixed in advance: picking the best of 20 features on a small cohort finds one that
+    # separates it by chance.
+    decision = ("global_frobN_std",)
+    direction = "+"
 
     def __init__(self, scaling: str = "none", include_modules: bool = True):
         self.config = WeightScanConfig(scaling=scaling)

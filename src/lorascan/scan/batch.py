@@ -37,6 +37,9 @@ def scan_one(spec: str, config: ScanConfig, pool: Any = None) -> dict[str, Any]:
         return scan_adapter(resolve_input(spec), config, pool)
     except LorascanError as err:
         return error_record(spec, err)
+    except (MemoryError, RecursionError, ValueError, RuntimeError, OSError) as err:  # a malformed adapter
+        # that got past validation into a library: recorded as not scanned, never a pass
+        return error_record(spec, DataError(f"cannot scan {spec}: {type(err).__name__}: {str(err)[:200]}"))
 
 
 def _done(path: Path, spec: str) -> dict[str, Any] | None:

@@ -9,38 +9,39 @@ profile apply: the same battery view, probe set (by SHA-256), readout and formul
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from lorascan.detect.calibrate import CohortScores, calibrate
 from lorascan.detect.cohort import CohortMember, shared_conditions
 from lorascan.detect.profiles import make_set
-from lorascan.errors import DataError, LorascanError
-from lorascan.scan.inputs import AdapterInput
-from lorascan.scan.pipeline import ScanConfig, build_context, run_detectors
+from lorascan.errors import DataError
+from lorascan.scan.pipeline import ScanConfig
 
 
-def cohort_scores(members: Sequence[CohortMember], config: ScanConfig,
-                  on_member: Callable[[str, list[dict[str, Any]]], None] | None = None) -> dict[str, list[dict[str, Any]]]:
-    """``{member name: detector rows}`` of the scan detectors on each member (no profiles)."""
-    from lorascan.probe.generalization import ClassifierPool
+def cohort_scores(members: Sequence[CohortMember], config: ScanConfig, records: str | Path,
+                  on_record: Callable[[dict[str, Any]], None] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """``{member name: detector rows}``: each member scanned like ``lorascan scan`` into the
+    batch folder ``records`` (resumable: members already scanned with the same files are read
+    back, so a calibration cut short, or one that follows ``lorascan scan MEMBERS --out
+    RECORDS``, does not scan twice)."""
+    from lorascan.scan.batch import record_name, run_batch
 
-    pool = ClassifierPool(device=config.device)
+    run_batch([str(m.path) for m in members], config, records, on_record=on_record)
     out = {}
     for m in members:
-        try:
-            ctx, _ = build_context(AdapterInput(str(m.path), m.path), config, pool)
-            rows, _ = run_detectors(ctx, config, {})
-        except LorascanError as err:
-            raise type(err)(f"cohort adapter {m.name}: {err}") from None
-        out[m.name] = rows
-        if on_member:
-            on_member(m.name, rows)
+        rec = json.loads((Path(records) / "records" / record_name(str(m.path))).read_text("utf-8"))
+        if rec.get("status") != "ok":
+            raise DataError(f"cohort adapter {m.name} could not be scanned: {rec.get('error')}")
+        out[m.name] = rec["detectors"]
     return out
 
 
 def profile_set(members: Sequence[CohortMember], base: str, config: ScanConfig, *, cohort_name: str,
-                n_boot: int = 2000, seed: int = 0, on_member: Callable | None = None) -> dict[str, Any]:
+                records: str | Path, n_boot: int = 2000, seed: int = 0,
+                on_record: Callable | None = None) -> dict[str, Any]:
     """The profile-set record for ``base`` from a labelled cohort (module docstring)."""
     from lorascan.detect import DETECTORS, register_builtin_detectors
 
@@ -48,7 +49,7 @@ def profile_set(members: Sequence[CohortMember], base: str, config: ScanConfig, 
     if len(set(labels)) < 2:
         raise DataError("a calibration cohort needs clean and poisoned adapters")
     config = replace(config, base=base)
-    rows = cohort_scores(members, config, on_member)
+    rows = cohort_scores(members, config, records, on_record)
     registry = register_builtin_detectors(DETECTORS.copy())
     profiles = {}
     for name in config.detectors:

@@ -110,11 +110,13 @@ def run_detectors(ctx: ScanContext, config: ScanConfig, profiles: dict[str, Any]
     detectors = [registry.create(n, **SCAN_ARGS.get(n, {})) for n in config.detectors]
     detectors.sort(key=lambda d: d.cost)
     rows, judgements = [], {}
+    confirmed = False
     for det in detectors:
         t0 = time.perf_counter()
         profile = profiles.get(det.name)
         try:
-            if det.cost > 0:
+            if det.cost > 0 and not confirmed:
+                confirmed = True
                 _confirm_task(ctx)
             result = det.scan(ctx, None)
         except NotApplicable as why:
