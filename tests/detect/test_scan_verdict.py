@@ -11,7 +11,7 @@ from lorascan.detect.calibrate import CohortScores, calibrate
 from lorascan.detect.verdict import (BLOCK_FACTOR, SPREAD_SD, Judgement, combine, judge, scan_bounds)
 
 CLEAN = [0.010, 0.020, 0.021, 0.020, 0.015]
-POISONED = [0.50, 0.70, 0.30, 0.60]
+POISONED = [0.50, 0.70, 0.30, 0.60, 0.40]
 
 
 def _profile(clean=CLEAN, poisoned=POISONED, feature="outlier_gap"):
@@ -39,8 +39,15 @@ def test_judge_levels_votes_and_uncalibrated():
     assert judge({"outlier_gap": 0.01}, p, {"base_model": "other", "task": "seq-cls"}).level == "review"
     assert judge({"outlier_gap": None}, p, ctx).level == "review"
     assert judge({"outlier_gap": 0.7}, p, ctx).votes
-    chance = _profile(clean=[0.1, 0.3, 0.2, 0.4], poisoned=[0.15, 0.35, 0.25, 0.3])
+    chance = _profile(clean=[0.1, 0.3, 0.2, 0.4, 0.25], poisoned=[0.15, 0.35, 0.25, 0.3, 0.2])
     assert not judge({"outlier_gap": 0.9}, chance, ctx).votes  # AUC near chance: reported, not voting
+    lucky = _profile(clean=[0.001, 0.002, 0.0015], poisoned=[0.0021, 0.0022, 0.0023])  # a perfect split of 3 + 3
+    assert not judge({"outlier_gap": 0.0025}, lucky, ctx).votes
+
+
+def test_block_bound_stays_reachable_for_scores_in_unit_range():
+    b = scan_bounds(_profile(clean=[0.1, 0.2, 0.15, 0.3, 0.12]), "outlier_gap")
+    assert b.review > 0.3 and b.block == pytest.approx((1 + b.review) / 2) and b.block < 1
 
 
 def test_combination_rule():
@@ -51,3 +58,10 @@ def test_combination_rule():
     assert combine({"a": review, "b": block})["label"] == "block"
     assert combine({"a": allow}, [{"kind": "decoy_modules", "level": "review", "message": "m"}])["label"] == "review"
     assert combine({})["label"] == "review"
+
+
+def test_a_family_specific_score_votes_when_it_blocked_a_cohort_backdoor():
+    """Low AUC over many families, yet it blocks the family it probes: it votes."""
+    p = _profile(clean=[0.02, 0.03, 0.025], poisoned=[0.6, 0.01, 0.02, 0.015])
+    j = judge({"outlier_gap": 0.7}, p, {"base_model": "minilm", "task": "seq-cls"})
+    assert j.votes and j.level == "block" and j.reasons[0].startswith("outlier_gap = 0.7: block")

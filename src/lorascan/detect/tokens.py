@@ -250,7 +250,7 @@ class TokenDetector(Detector):
     name = NAME
     cost = 300  # a few thousand short forward passes: after weights (0) and the battery (100)
     summary = "every word-like vocabulary token screened, the top verified as a prefix trigger (issue 11)"
-    decision = ("token_lift",)
+    decision = ("token_lift", "token_attack_rate")
     direction = "+"
 
     def __init__(self, top: int = 48, n: int = 48, stage1: int = 16, promote: int = 8, null: int = 32,

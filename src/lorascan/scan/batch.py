@@ -24,9 +24,14 @@ SUMMARY_KIND = "scan_batch"
 
 
 def record_name(spec: str) -> str:
-    """File name of an entry's record: a readable slug plus a hash of the spec (unique)."""
-    digest = hashlib.sha256(spec.encode("utf-8", "surrogatepass")).hexdigest()[:10]
-    return f"{slug(Path(spec).name or spec)[:60]}-{digest}.json"
+    """File name of an entry's record: a readable slug plus a hash of the spec (unique); a
+    local folder is keyed by its resolved path, so a relative and an absolute spelling of the
+    same adapter share one record."""
+    path = Path(spec).expanduser()
+    key = str(path.resolve()) if path.exists() else spec
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:10]
+    named = path.name if path.name != "adapter" else f"{path.parent.name}-adapter"
+    return f"{slug(named or spec)[:80]}-{digest}.json"
 
 
 def scan_one(spec: str, config: ScanConfig, pool: Any = None) -> dict[str, Any]:
