@@ -62,13 +62,15 @@ def _temp_sibling(path: Path, suffix: str, make: Callable[[Path], Any], tag: str
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, make_parents: bool = True) -> Iterator[Path]:
     """The one atomic writer: yield a new hidden temporary sibling of ``path`` (created empty,
     mode from the umask) for the caller to fill; on success it is renamed over ``path``, on any
-    failure removed. OS failures are one-line DataErrors."""
+    failure removed. OS failures are one-line DataErrors. ``make_parents``: create missing
+    parent folders (records do; plots, which follow a record, do not)."""
     path = Path(path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        if make_parents:
+            path.parent.mkdir(parents=True, exist_ok=True)
         tmp, fd = _temp_sibling(path, ".tmp", lambda p: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
         os.close(fd)
     except OSError as err:

@@ -55,7 +55,7 @@ def save_figure(fig: Any, path: str | os.PathLike) -> Path:
     same bytes. The file's mode follows the umask."""
     path = Path(path)
     try:
-        with atomic_path(path) as tmp, plotting():
+        with atomic_path(path, make_parents=False) as tmp, plotting():
             fig.savefig(tmp, dpi=120, bbox_inches="tight", format=path.suffix.lstrip(".") or None,
                         metadata={"Date": None} if path.suffix == ".svg" else None)
     except ValueError as err:
