@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -64,7 +65,10 @@ def _done(path: Path, spec: str) -> dict[str, Any] | None:
     return rec
 
 
-def _worker(spec: str, config: ScanConfig) -> dict[str, Any]:
+def _worker(spec: str, config: ScanConfig, threads: int) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(threads)  # workers x threads = the cores: no oversubscription
     return scan_one(spec, config)
 
 
@@ -106,7 +110,8 @@ def run_batch(entries: Sequence[str], config: ScanConfig, out: str | Path, worke
             keep(spec, scan_one(spec, config, pool))
     else:
         with ProcessPoolExecutor(max_workers=workers) as ex:
-            futures = {ex.submit(_worker, spec, config): spec for spec in todo}
+            threads = max(1, (os.cpu_count() or 1) // workers)
+            futures = {ex.submit(_worker, spec, config, threads): spec for spec in todo}
             for fut in as_completed(futures):
                 spec = futures[fut]
                 try:
