@@ -191,3 +191,32 @@ def test_a_truncated_record_is_never_valid(tmp_path, toy_folder):
 def _truncate(path: Path) -> Path:
     path.write_bytes(path.read_bytes()[:-3])
     return path
+
+
+def test_batch_scan_killed_at_seeded_points_resumes_exactly(tmp_path, tiny_adapters):
+    """A batch scan killed anywhere leaves only whole records; the rerun scans exactly the
+    adapters without one and leaves the others' records untouched."""
+    src = tiny_adapters[("tiny-bert", "seq-cls", "clean")]
+    batch = tmp_path / "adapters"
+    for i in range(3):
+        (batch / f"a{i}").mkdir(parents=True)
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            shutil.copy(src / name, batch / f"a{i}" / name)
+    argv = ["scan", str(batch), "--base", "tiny-bert", "--detectors", "weights", "--quiet"]
+    n_events = _count_events(argv + ["--out", str(tmp_path / "reference")], tmp_path)
+    for kill_at in _kill_points(n_events, "scan"):
+        out = tmp_path / f"out-{kill_at}"
+        proc = _child(kill_at, tmp_path / "unused", argv + ["--out", str(out)])
+        assert proc.returncode == -9, (kill_at, proc.returncode, proc.stdout[-1000:])
+        _visible_records_parse(out)
+        records = out / "records"
+        before = {p.name: p.read_bytes() for p in records.glob("*.json")} if records.is_dir() else {}
+        for body in before.values():
+            assert json.loads(body)["status"] == "ok"
+        proc = _child(0, tmp_path / "unused", argv + ["--out", str(out)])
+        assert proc.returncode == 0, proc.stdout[-1000:]
+        after = {p.name: p.read_bytes() for p in records.glob("*.json")}
+        assert len(after) == 3 and all(after[n] == b for n, b in before.items()), f"kill at {kill_at}"
+        summary = json.loads((out / "summary.json").read_text())
+        assert [a["status"] for a in summary["adapters"]] == ["ok"] * 3
+        assert _leftovers(out) == [], f"kill at {kill_at}: left {_leftovers(out)}"

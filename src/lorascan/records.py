@@ -71,7 +71,8 @@ def atomic_path(path: str | os.PathLike, make_parents: bool = True) -> Iterator[
     try:
         if make_parents:
             path.parent.mkdir(parents=True, exist_ok=True)
-        tmp, fd = _temp_sibling(path, ".tmp", lambda p: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        tmp, fd = _temp_sibling(path, ".tmp", lambda p: os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666),
+                                tag=_writer_tag())
         os.close(fd)
     except OSError as err:
         raise DataError(f"cannot write {path}: {err.strerror or err}") from None
@@ -294,6 +295,25 @@ def recover(out: str | os.PathLike) -> None:
         pid = tmp.name[len(this_host):].split("-")[0]
         if pid.isdigit() and not _pid_alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_dead_temp_files(folder: str | os.PathLike) -> list[str]:
+    """Remove the temporary files (:func:`atomic_path`, ``.<name>.<host>-<pid>-*.tmp``) that a
+    killed writer on this host left in ``folder``; a live writer's are kept. Returns their names."""
+    folder = Path(folder)
+    host = _writer_tag().split("-")[0]
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for p in folder.iterdir():
+        parts = p.name.split(".")
+        if not (p.name.startswith(".") and p.name.endswith(".tmp") and p.is_file() and len(parts) >= 4):
+            continue
+        tag = parts[-2].split("-")
+        if len(tag) >= 2 and tag[0] == host and tag[1].isdigit() and not _pid_alive(int(tag[1])):
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
+    return removed
 
 
 @contextlib.contextmanager

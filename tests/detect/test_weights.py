@@ -272,3 +272,13 @@ def test_verdict_fails_closed_on_unanalysed_lora_tensors(tmp_path):
     assert v.label == "suspicious" and "incomplete scan: 2 LoRA tensor(s)" in v.reasons[-1]
     v = weight_verdict(scan_weights(tmp_path / "head"), profile)
     assert v.label == "clean" and "1 non-LoRA tensor(s)" in v.reasons[-1]
+
+
+def test_modules_to_save_tensors_are_measured_not_skipped(tmp_path):
+    """Issue 15: a full tensor the adapter loads (a classification head) is measured."""
+    head = np.full((2, 8), 0.5, dtype=np.float32)
+    make_adapter(tmp_path / "ad", extra={"base_model.model.classifier.modules_to_save.default.weight": ("F32", head)})
+    scan = scan_weights(tmp_path / "ad")
+    (row,) = scan.extra
+    assert row["tensor"].endswith("classifier.modules_to_save.default.weight") and row["shape"] == [2, 8]
+    assert row["rms"] == pytest.approx(0.5) and row["max_abs"] == pytest.approx(0.5) and row["finite"]

@@ -206,6 +206,7 @@ class WeightScan:
     unanalysed: tuple[Unanalysed, ...]
     features: dict[str, float | None]
     base_fingerprint: dict[str, Any] | None = None  # from lorascan.json beside the adapter
+    extra: tuple[dict[str, Any], ...] = ()  # non-LoRA tensors the adapter loads (modules_to_save)
 
     def context(self) -> dict[str, str]:
         """The conditions a profile records (rank, scaling)."""
@@ -265,6 +266,7 @@ def scan_weights(adapter: str | Path, config: WeightScanConfig | None = None,
                 skipped.extend(got)
             else:
                 modules.append(got)
+        extra = tuple(_full_tensor(st, u.tensor) for u in skipped if not u.lora and not u.reason.startswith("decoy"))
         size, digest, n = st.size, st.header_sha256, len(st.tensors)
     if not modules:
         raise DataError(f"{files.weights}: no LoRA module could be analysed (first problem: {skipped[0].reason})")
@@ -273,7 +275,24 @@ def scan_weights(adapter: str | Path, config: WeightScanConfig | None = None,
     except FloatingPointError as err:
         raise DataError(f"{files.weights}: adapter-level features are not finite ({err})") from None
     return WeightScan(files, lora, config, size, digest, n, tuple(modules), tuple(skipped), features,
-                      read_base_fingerprint(files.folder))
+                      read_base_fingerprint(files.folder), extra)
+
+
+def _full_tensor(st: SafetensorsFile, name: str) -> dict[str, Any]:
+    """Norms of a full tensor an adapter loads besides its LoRA pairs (``modules_to_save``,
+    e.g. a classification head): it changes the model as much as any LoRA pair, so it is
+    measured, not skipped (issue 15). One tensor in memory at a time."""
+    info = st.tensors[name]
+    row: dict[str, Any] = {"tensor": name, "dtype": info.dtype, "shape": list(info.shape)}
+    try:
+        x = st.read_float64(name)
+        row.update(rms=float(np.sqrt(np.mean(x * x))) if x.size else 0.0,
+                   max_abs=float(np.max(np.abs(x))) if x.size else 0.0, finite=bool(np.isfinite(x).all()))
+    except UnsupportedTensor as err:
+        row["error"] = str(err)[:200]
+    finally:
+        st.release(name)
+    return row
 
 
 def weight_verdict(scan: WeightScan, profile: Any) -> Verdict:
@@ -318,7 +337,7 @@ class WeightDetector(Detector):
         start = time.perf_counter()
         scan = scan_weights(context.adapter, self.config, context.decoys)
         details = {"adapter": scan.adapter_info(), "context": scan.full_context(),
-                   "unanalysed": [u.to_dict() for u in scan.unanalysed]}
+                   "unanalysed": [u.to_dict() for u in scan.unanalysed], "extra_tensors": list(scan.extra)}
         if self.include_modules:
             details["modules"] = [m.to_dict() for m in scan.modules]
         return DetectorResult(detector=self.name, detector_args=self.args, scores=dict(scan.features),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from lorascan.errors import DataError, LorascanError, UsageError
-from lorascan.records import record_header, sha256_file, write_json_atomic
+from lorascan.records import record_header, remove_dead_temp_files, sha256_file, write_json_atomic
 from lorascan.scan.pipeline import ScanConfig, error_record, scan_adapter
 from lorascan.text import slug
 
@@ -82,6 +82,8 @@ def run_batch(entries: Sequence[str], config: ScanConfig, out: str | Path, worke
     records_dir = out / "records"
     try:
         records_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (out, records_dir):  # what a killed batch left half-written
+            remove_dead_temp_files(folder)
     except OSError as err:
         raise DataError(f"cannot write to {out}: {err.strerror or err}") from None
     results: dict[str, dict[str, Any]] = {}
