@@ -88,17 +88,11 @@ def load_probe_inputs(name_or_path: str | Path = DEFAULT) -> ProbeInputs:
         if not path.is_file():
             known = ", ".join(SHIPPED)
             raise UsageError(f"probe data '{key}' is neither a shipped set ({known}) nor a file")
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_BYTES + 1)
-    except OSError as err:
-        raise DataError(f"cannot read probe data {path}: {err.strerror or err}") from None
-    if len(data) > MAX_BYTES:
-        raise DataError(f"probe data {path} is larger than {MAX_BYTES // (1024 * 1024)} MiB")
-    try:
-        inj, ben = _parse(data, str(path))
-    except UnicodeDecodeError:
-        raise DataError(f"probe data {path} is not UTF-8 text") from None
+    from lorascan.bounded import read_text
+
+    text = read_text(path, "probe data", MAX_BYTES)
+    data = text.encode("utf-8")
+    inj, ben = _parse(data, str(path))
     return ProbeInputs(name, tuple(inj), tuple(ben), hashlib.sha256(data).hexdigest(), source)
 
 

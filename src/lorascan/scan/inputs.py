@@ -64,17 +64,9 @@ def parse_hub(spec: str) -> tuple[str, str | None] | None:
 
 
 def _list_file(path: Path) -> list[str]:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_LIST_BYTES + 1)
-    except OSError as err:
-        raise DataError(f"cannot read list file {path}: {err.strerror or err}") from None
-    if len(data) > MAX_LIST_BYTES:
-        raise DataError(f"list file {path} is larger than {MAX_LIST_BYTES // 1024} KiB")
-    try:
-        lines = data.decode("utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise DataError(f"list file {path} is not UTF-8 text") from None
+    from lorascan.bounded import read_text
+
+    lines = read_text(path, "list file", MAX_LIST_BYTES).splitlines()
     out = []
     for line in lines:
         entry = line.strip()
