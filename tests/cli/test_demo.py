@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+
+import pytest
 
 from lorascan.data import mixes
 from lorascan.data.samples import read_jsonl
@@ -32,3 +35,16 @@ def test_demo_runs_every_step(cli, tmp_path, offline_pi, monkeypatch):
     assert cli("demo", "--train", "--out", out, "--base", "tiny-bert", "--steps", "1", "--quiet").code == 0
     assert sorted(p.name for p in out.iterdir()) == ["adapter-tiny-bert-rfc-r04", "eval.json", "poison-rfc-r04",
                                                      "probe-B.json", "weights.json"]
+
+
+@pytest.mark.slow
+def test_demo_scans_the_shipped_adapters_to_different_verdicts(cli, tmp_path):
+    """The main job: the clean demo adapter is allowed and the backdoored one blocked under the
+    shipped MiniLM profiles (real MiniLM, about a minute)."""
+    repo = Path(__file__).resolve().parents[2]
+    r = cli("demo", "--out", tmp_path, "--adapters", repo / "examples" / "adapters", "--quiet")
+    assert r.code == 0, r.err
+    verdicts = {n: json.loads((tmp_path / f"{n}.json").read_text())["verdict"]["label"]
+                for n in ("minilm-clean", "minilm-rfc-r04")}
+    assert verdicts == {"minilm-clean": "allow", "minilm-rfc-r04": "block"}
+    assert "BLOCK" in (tmp_path / "minilm-rfc-r04.html").read_text()
