@@ -8,15 +8,15 @@ is what makes it once per session, not pytest's per-module fixture cache."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import warnings
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import pytest
 
 from lorascan.data.poison import PoisonConfig, write_poisoned
+from lorascan.detect.blas import torch_one_thread as torch_one_thread_ctx
 from lorascan.probe.batteries import Battery
 from lorascan.probe.generalization import ProbeRate, summarise
 from lorascan.records import record_header
@@ -51,19 +51,7 @@ def random_adapter(base: str, task: str, out: Path, data_dir: Path, count: int, 
     return out
 
 
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch on one thread, then restore. Tiny models are fastest that way, and on a busy
-    2-core machine multi-threaded torch spins (measured: 0.22 s on one thread vs 3.2 s on two
-    for one tiny-bert readout while another process trained)."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+one_thread = torch_one_thread_ctx  # the library's (lorascan.detect.blas)
 
 
 @pytest.fixture(autouse=False)

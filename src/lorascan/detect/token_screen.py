@@ -26,14 +26,14 @@ and a heavy tail of one would otherwise crowd the other out of the verified top 
 
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from lorascan.data.poison import apply_trigger
+from lorascan.detect.blas import torch_one_thread
 from lorascan.errors import DataError
 
 #: the placeholder the gradient is taken at (a common word in every tokenizer lorascan ships)
@@ -150,20 +150,6 @@ def _role(name: str) -> str | None:
     return "attn" if name.rsplit(".", 1)[-1] in _ATTN_IN else None
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run small LAPACK decompositions on one thread: measured on 2 busy cores, a 384x384
-    eigh took 5 s on two threads (spin-waiting workers) and 0.02 s on one."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _spectrum(delta, gram) -> tuple[Any, Any]:
     """Eigenvalues (descending) and eigenvectors of ΔWᵀΔW; for a wide ΔW from its SVD."""
     import torch
@@ -196,7 +182,7 @@ def layer0_updates(merged, base, max_rank: int = 128) -> list[tuple[str, str, An
         if not torch.any(delta):
             continue
         gram = delta.T @ delta if delta.shape[0] >= delta.shape[1] else None
-        with _one_thread():
+        with torch_one_thread():
             lam, vecs = _spectrum(delta, gram)
         r = int(min(max_rank, int((lam > lam[0] * 1e-12).sum())))
         proj = (vecs[:, :r] * lam[:r].clamp(min=0).sqrt()).float()
