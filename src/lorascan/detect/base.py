@@ -149,6 +149,18 @@ class ScanContext:
             self._classifier = self._pool().get(self.base, self.adapter, self.task)
         return self._classifier
 
+    @property
+    def loaded_classifier(self) -> Any:
+        """The adapter's classifier if a detector loaded it, else None (nothing is loaded)."""
+        return self._classifier
+
+    def set_task(self, task: str | None, why: str) -> None:
+        """Change the formulation (the scan's label-word check); drops a classifier built for
+        the old one."""
+        if task != self.task:
+            self._classifier = self._base_classifier = None
+        self.task, self.task_source = task, why
+
     def base_classifier(self) -> Any:
         """The base model alone with the same formulation (a differential reference: the
         label-word base reads label words without the adapter; a seq-cls base has a random

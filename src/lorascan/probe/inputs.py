@@ -51,9 +51,6 @@ class ProbeInputs:
         return {"name": self.name, "sha256": self.sha256, "source": self.source,
                 "n_injections": len(self.injections), "n_benign": len(self.benign)}
 
-    def head(self, n: int) -> tuple[str, ...]:
-        """The first ``n`` injections (detectors that need fewer than the whole set)."""
-        return self.injections[:n]
 
 
 def _parse(data: bytes, where: str) -> tuple[list[str], list[str]]:

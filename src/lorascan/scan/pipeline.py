@@ -97,12 +97,11 @@ def _confirm_task(ctx: ScanContext) -> None:
         return
     share = fit.answers_in_label_words(ctx.classifier(), ctx.probes.injections[:8] + ctx.probes.benign[:8])
     if share < fit.MIN_LABEL_WORD_ANSWERS:
-        ctx.task, ctx.task_source = None, (f"the adapter answers only {share:.0%} of the paper's classifier prompts "
-                                           "with INJECTION/BENIGN: not a label-word classifier (a general chat "
-                                           "adapter?); behavioural detectors not applicable")
-        ctx._classifier = None
+        ctx.set_task(None, f"the adapter answers only {share:.0%} of the paper's classifier prompts with "
+                           "INJECTION/BENIGN: not a label-word classifier (a general chat adapter?); behavioural "
+                           "detectors not applicable")
     else:
-        ctx.task_source = f"causal LM with a chat template; answers {share:.0%} of probe prompts with a label word"
+        ctx.set_task(ctx.task, f"causal LM with a chat template; answers {share:.0%} of probe prompts with a label word")
 
 
 def run_detectors(ctx: ScanContext, config: ScanConfig, profiles: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Judgement]]:
@@ -153,10 +152,10 @@ def scan_adapter(inp: AdapterInput, config: ScanConfig, pool: Any = None) -> dic
     rows, judgements = run_detectors(ctx, config, profiles)
     verdict = combine(judgements, [f for f in findings if f.get("level") != "allow"])
     fp = None
-    if ctx._classifier is not None:
+    if ctx.loaded_classifier is not None:
         from lorascan.models.loading import base_fingerprint
 
-        fp = base_fingerprint(ctx._classifier.model.config)
+        fp = base_fingerprint(ctx.loaded_classifier.model.config)
     return {**record_header(RECORD_KIND), "status": "ok", "error": None,
             "adapter": _adapter_info(inp, ctx.adapter_config),
             "base": {"name": ctx.base, "source": ctx.base_source, "fingerprint": fp},
