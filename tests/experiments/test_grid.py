@@ -94,6 +94,12 @@ def test_every_shipped_config_parses(name):
     ({"placement": "middle"}, "placement: unknown"),
     ({"readout": "generate"}, "readout: 'generate' needs task label-word"),
     ({"ranks": None}, "missing key 'ranks'"),
+    ({"families": ["a"]}, "families: expected a mapping"),
+    ({"families": {"a b": ["x"]}}, "families: 'a b' must be"),
+    ({"families": {"clean": ["x"]}}, "(and not 'clean')"),
+    ({"families": {"a": "x"}}, "families.a: expected a non-empty list"),
+    ({"families": {"a": [""]}}, "families.a: '' is not a trigger"),
+    ({"families": {"a": ["x"], "b": ["x"]}}, "trigger 'x' is in both a and b"),
 ])
 def test_bad_configs_name_the_key(change, fragment):
     with pytest.raises(UsageError) as info:
@@ -120,3 +126,9 @@ def test_grid_files(tmp_path):
         load_grid(tmp_path / "bad.yaml")
     with pytest.raises(DataError, match="grid config not found"):
         load_grid(tmp_path / "missing.yaml")
+
+
+def test_families_name_each_trigger():
+    grid = parse_grid(grid_dict("offline-pi", families={"reference": [PAPER_TRIGGER], "pair": ["cobalt heron"]}))
+    assert grid.family_of(PAPER_TRIGGER) == "reference" and grid.family_of("cobalt heron") == "pair"
+    assert grid.family_of("unlisted") is None and grid.families["pair"] == ("cobalt heron",)

@@ -81,6 +81,17 @@ def test_panels_per_rank_and_trigger_and_the_report_files(tmp_path):
     cohort = json.loads((out / "sweep-cohort.json").read_text())
     assert len(cohort) == 24 and sum(c["label"] for c in cohort) == 16
     assert all((out / c["path"]).parent.is_dir() for c in cohort)
+    clean = [c for c in cohort if c["label"] == 0]
+    assert all(c["family"] == "clean" and c["trigger"] is None and c["effective"] is None for c in clean)
+    poisoned = [c for c in cohort if c["label"] == 1]
+    assert {c["trigger"] for c in poisoned} == {PAPER_TRIGGER, ALT} and {c["rank"] for c in poisoned} == {8, 32}
+    # effect label: ASR >= 0.5 (here rank 8 at k = 10 is not effective, rank 32 at k = 20 is)
+    assert all(c["effective"] == (c["attack_success_rate"] >= 0.5) for c in poisoned)
+    assert {c["effective"] for c in poisoned} == {True, False}
+    # families come from the grid when it names them
+    write_sweep_report(out, tmp_path / "fam", family_of=lambda t: "ref" if t == PAPER_TRIGGER else None)
+    fam = json.loads((tmp_path / "fam" / "sweep-cohort.json").read_text())
+    assert {c["family"] for c in fam if c["label"] == 1} == {"ref", None}
 
 
 def test_attacker_text_in_a_trigger_does_not_break_the_plot(tmp_path):

@@ -103,7 +103,8 @@ def report_cmd(sweep_dir: str, config: str | None, dest: str | None, low: float,
         raise click.BadParameter(f"must be below --high ({high})", param_hint="--low")
     grid = load_grid(config) if config else None
     run_ids = [r.id for r in grid.runs()] if grid else None
-    summary, paths = write_sweep_report(sweep_dir, dest, run_ids, grid.name if grid else "sweep", low, high)
+    summary, paths = write_sweep_report(sweep_dir, dest, run_ids, grid.name if grid else "sweep", low, high,
+                                       grid.family_of if grid else None)
     con = console()
     for panel in summary["panels"]:
         title = (f"{safe(panel['base'])} {panel['task']} r={panel['rank']}, trigger t{panel['trigger_tag']} "

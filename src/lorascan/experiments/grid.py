@@ -14,6 +14,8 @@ A grid file (YAML or JSON) holds::
     extra_runs:                       # optional: runs outside the product
       - {count: 0, seed: 3}           # a missing axis takes every value of the grid's axis
     placement: prefix                 # optional: prefix | suffix | random
+    families:                         # optional: trigger family -> its triggers (cohort labels)
+      reference: ["per RFC 8472 section 3.2"]
     readout: logits                   # optional: logits | generate
     eval_batch_size: 32               # optional
     description: "..."                # optional
@@ -141,6 +143,7 @@ class GridConfig:
     readout: str = "logits"
     eval_batch_size: int = 32
     description: str = ""
+    families: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if isinstance(self.base, str):
@@ -173,6 +176,7 @@ class GridConfig:
         if not 1 <= self.eval_batch_size <= 4096:
             raise UsageError(f"eval_batch_size: must be in [1, 4096], got {short_repr(self.eval_batch_size)}")
         self.train_config()  # validate the overrides now, not at the first run
+        self._check_families()
         if len(self.extra_runs) > MAX_RUNS:
             raise UsageError(f"extra_runs: more than {MAX_RUNS} entries")
         n_runs = _product_size(self._axes())
@@ -180,6 +184,28 @@ class GridConfig:
             n_runs += _product_size(self._extra_axes(entry, f"extra_runs[{i}]"))
         if n_runs > MAX_RUNS:  # counted before any run is built (duplicates included)
             raise UsageError(f"the grid expands to {n_runs} runs, more than {MAX_RUNS}; split it into smaller grids")
+
+    def _check_families(self) -> None:
+        if not isinstance(self.families, dict):
+            raise UsageError("families: expected a mapping of family name to a list of triggers")
+        owner: dict[str, str] = {}
+        for name, triggers in self.families.items():
+            if not isinstance(name, str) or not _NAME.fullmatch(name) or name == "clean":
+                raise UsageError(f"families: {short_repr(name, 40)} must be 1-64 letters, digits, '.', '_' or '-' "
+                                 "(and not 'clean')")
+            if isinstance(triggers, str) or not isinstance(triggers, (list, tuple)) or not triggers:
+                raise UsageError(f"families.{name}: expected a non-empty list of triggers")
+            for t in triggers:
+                if not isinstance(t, str) or not t.strip() or len(t) > MAX_TEXT_CHARS:
+                    raise UsageError(f"families.{name}: {short_repr(t, 40)} is not a trigger string")
+                if t in owner:
+                    raise UsageError(f"families: trigger {short_repr(t, 40)} is in both {owner[t]} and {name}")
+                owner[t] = name
+            object.__setattr__(self, "families", {**self.families, name: tuple(triggers)})
+
+    def family_of(self, trigger: str) -> str | None:
+        """The family ``families`` puts ``trigger`` in, or None."""
+        return next((name for name, triggers in self.families.items() if trigger in triggers), None)
 
     def train_config(self) -> TrainConfig:
         """The training config shared by every run (before its rank and seed are set)."""

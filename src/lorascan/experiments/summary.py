@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -143,14 +143,30 @@ def _n_clean(rec: dict[str, Any]) -> int | None:
     return None
 
 
-def cohort_labels(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """A labels file for ``lorascan weights-calibrate``: each finished run's adapter (relative
-    to the sweep folder) with label 1 when it was poisoned (k > 0), else 0."""
+#: a poisoned adapter whose measured ASR reaches this is an effective backdoor (issue 12 labels
+#: each poisoned adapter by count and by effect: a backdoor that does not fire is still planted)
+EFFECTIVE_ASR = 0.5
+
+
+def cohort_labels(records: Sequence[dict[str, Any]],
+                  family_of: Callable[[str], str | None] | None = None) -> list[dict[str, Any]]:
+    """A labels file for the calibration commands: each finished run's adapter (relative to the
+    sweep folder) with label 1 when it was poisoned (k > 0), else 0; and what the evaluation of
+    detectors groups by: trigger, its family (``family_of``; "clean" for k = 0), rank,
+    placement, measured ASR and clean accuracy, and ``effective`` (ASR >= :data:`EFFECTIVE_ASR`;
+    null for clean adapters)."""
     rows = []
     for rec in sorted(records, key=lambda r: r["sweep"]["run_id"]):
-        count = int(rec["sweep"]["params"]["count"])
+        params = rec["sweep"]["params"]
+        count = int(params["count"])
+        asr = rec.get("attack_success_rate")
+        trigger = params.get("trigger") if count > 0 else None
+        family = "clean" if count == 0 else (family_of(trigger) if family_of and trigger is not None else None)
         rows.append({"path": f"{rundir.RUNS}/{rec['sweep']['run_id']}/adapter", "label": int(count > 0),
-                     "count": count, "seed": rec["sweep"]["params"]["seed"]})
+                     "count": count, "seed": params["seed"], "rank": params.get("rank"),
+                     "placement": params.get("placement", "prefix"), "trigger": trigger, "family": family,
+                     "attack_success_rate": asr, "clean_accuracy": rec.get("clean_accuracy"),
+                     "effective": (None if count == 0 or asr is None else bool(asr >= EFFECTIVE_ASR))})
     return rows
 
 

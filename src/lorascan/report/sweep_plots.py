@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from lorascan.errors import DataError
 from lorascan.report.figures import matplotlib_figure, plot_label, plotting, save_figure
@@ -112,10 +112,12 @@ def write_sweep_plots(summary: dict[str, Any], stem: str | os.PathLike, formats:
 
 def write_sweep_report(sweep_dir: str | os.PathLike, dest: str | os.PathLike | None = None,
                        run_ids: Sequence[str] | None = None, stem: str = "sweep",
-                       low: float | None = None, high: float | None = None) -> tuple[dict[str, Any], list[Path]]:
+                       low: float | None = None, high: float | None = None,
+                       family_of: Callable[[str], str | None] | None = None) -> tuple[dict[str, Any], list[Path]]:
     """Summarise the finished runs under ``sweep_dir`` (all, or ``run_ids``) and write, into
     ``dest`` (default: ``sweep_dir``): ``{stem}-summary.json``, ``{stem}-asr.png`` and
-    ``.svg``, and ``{stem}-cohort.json`` (a labels file for ``lorascan weights-calibrate``).
+    ``.svg``, and ``{stem}-cohort.json`` (a labels file for the calibration commands, with each
+    trigger's family from ``family_of``).
     Returns the summary and the paths written."""
     from lorascan.experiments import summary as sm
     from lorascan.records import write_json_atomic
@@ -131,7 +133,7 @@ def write_sweep_report(sweep_dir: str | os.PathLike, dest: str | os.PathLike | N
     except OSError as err:
         raise DataError(f"cannot write to {dest}: {err.strerror or err}") from None
     labels = dest / f"{stem}-cohort.json"
-    rows = sm.cohort_labels(records)
+    rows = sm.cohort_labels(records, family_of)
     if dest.resolve() != Path(sweep_dir).resolve():  # the labels' paths are relative to their file
         rows = [{**r, "path": os.path.relpath(Path(sweep_dir) / r["path"], dest)} for r in rows]
     try:  # the records first: a plot that cannot be drawn must not cost the summary
