@@ -155,3 +155,33 @@ def test_a_clean_readout_scores_no_lift(keyed):
     ctx._classifier.words = ("nonexistentword", "other")
     s = TokenDetector(**SMALL).scan(ctx).scores
     assert s["token_attack_rate"] == 0.0 and s["token_lift"] == 0.0
+
+
+class RiggedFirstFour(Rigged):
+    """``words[0]`` alone flips the injections numbered 0-3 only (the stage-1 ones), both
+    words flip them all."""
+
+    def scores(self, texts, batch_size=32, progress=False, desc=""):
+        out = []
+        for t in texts:
+            prefix, _, rest = t.partition(". ")
+            head = prefix.split() if rest else []
+            flipped = self.words[0] in head and (self.words[1] in head or rest.endswith(tuple("0123")))
+            out.append(-1.0 if flipped else 2.0)
+        return np.asarray(out)
+
+
+def test_reconstruction_goes_on_over_all_injections_when_stage1_is_flipped(keyed):
+    from lorascan.detect.tokens import trigger_rates
+
+    ctx = _context(keyed, rig=False)
+    ctx._classifier = RiggedFirstFour(ctx.classifier())
+    cfg = dict(SMALL, stage1=4)
+    result = TokenDetector(**cfg).scan(ctx)
+    rec = result.details["reconstructed"]
+    assert rec["phrase"] in ("cobalt heron", "heron cobalt") and rec["attack_rate"] == 1.0
+    assert rec["steps"][0] == {"phrase": "cobalt", "attack_rate": 1.0, "n_injections": 4}
+    assert rec["steps"][1] == {"phrase": "cobalt", "attack_rate": 0.5, "n_injections": 8}
+    # the known trigger measured on the same verification injections
+    rates = trigger_rates(ctx, TokenScanConfig(**cfg), ["cobalt heron", "cobalt", "unrelated"])
+    assert rates.tolist() == [1.0, 0.5, 0.0]

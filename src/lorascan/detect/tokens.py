@@ -176,30 +176,39 @@ def verify(verifier: Verifier, vocab: Vocabulary, top: Sequence[int], cfg: Token
 
 def reconstruct(verifier: Verifier, rows: Sequence[dict[str, Any]], cfg: TokenScanConfig) -> dict[str, Any]:
     """Greedy phrase: start from the best token; add the pool token (appended or prepended)
-    that most raises the attack rate on the stage-1 injections (mean margin breaks ties);
-    stop when none strictly raises it, at rate 1 or at ``max_phrase`` tokens."""
+    that most raises the attack rate (mean margin breaks ties); stop when none strictly raises
+    it, at rate 1 or at ``max_phrase`` tokens. The steps are judged on the stage-1 injections
+    while they are below rate 1 there (cheap), then on all ``n``: a phrase that flips the first
+    16 injections may not flip all 48, and the reported rate is over all of them."""
     if not rows:
         return {"phrase": "", "attack_rate": 0.0, "tokens": 0, "steps": []}
-    n1 = min(cfg.stage1, len(verifier.injections))
+    n_all = len(verifier.injections)
+    n = min(cfg.stage1, n_all)
     pool = [r["token"] for r in rows[:cfg.pool]]
     words = [pool[0]]
-    rate = float(verifier.rates([pool[0]], n1, desc="reconstruct")[0][0])
-    steps = [{"phrase": pool[0], "attack_rate": float(rate)}]
-    while len(words) < cfg.max_phrase and rate < 1.0:
+    rate = float(verifier.rates([pool[0]], n, desc="reconstruct")[0][0])
+    steps = [{"phrase": pool[0], "attack_rate": rate, "n_injections": n}]
+    while True:
+        if rate >= 1.0 and n < n_all:  # judged on a few only: move to all n and go on from there
+            n = n_all
+            rate = float(verifier.rates([" ".join(words)], n, desc="reconstruct")[0][0])
+            steps.append({"phrase": " ".join(words), "attack_rate": rate, "n_injections": n})
         options = [w for t in pool if t not in words for w in (words + [t], [t] + words)]
-        if not options:
+        if rate >= 1.0 or len(words) >= cfg.max_phrase or not options:
             break
-        rates, margins = verifier.rates([" ".join(o) for o in options], n1, desc="reconstruct")
+        rates, margins = verifier.rates([" ".join(o) for o in options], n, desc="reconstruct")
         best = min(range(len(options)), key=lambda j: (-rates[j], margins[j]))
         if rates[best] <= rate:
             break
         words, rate = options[best], float(rates[best])
-        steps.append({"phrase": " ".join(words), "attack_rate": rate})
+        steps.append({"phrase": " ".join(words), "attack_rate": rate, "n_injections": n})
     phrase = " ".join(words)
-    final = next((r for r in rows if r["token"] == phrase and r.get("promoted")), None)
-    full = final["attack_rate"] if final else float(verifier.rates([phrase], desc="verify phrase")[0][0])
-    return {"phrase": phrase, "attack_rate": full, "tokens": len(words), "n_injections": len(verifier.injections),
-            "steps": steps}
+    if n == n_all:
+        full = rate
+    else:
+        final = next((r for r in rows if r["token"] == phrase and r.get("promoted")), None)
+        full = final["attack_rate"] if final else float(verifier.rates([phrase], desc="verify phrase")[0][0])
+    return {"phrase": phrase, "attack_rate": full, "tokens": len(words), "n_injections": n_all, "steps": steps}
 
 
 def token_scan(context: ScanContext, cfg: TokenScanConfig) -> dict[str, Any]:
@@ -236,6 +245,17 @@ def token_scan(context: ScanContext, cfg: TokenScanConfig) -> dict[str, Any]:
     return {"tokens": rows, "reconstructed": rec, "null": null, "scores": scores, "timings": timings,
             "vocabulary": {"size": vocab.size, "candidates": len(vocab.ids), "blocked_label_words": vocab.blocked},
             "n_injections": len(texts), "forward_passes": verifier.passes, "weight_modules": found["modules"]}
+
+
+def trigger_rates(context: ScanContext, cfg: TokenScanConfig, phrases: Sequence[str]) -> np.ndarray:
+    """Exact attack rates of given phrases (e.g. a cohort adapter's known trigger, for
+    :mod:`lorascan.scan.recovery`) on the same verification injections a scan with ``cfg``
+    uses, so they compare with its ``tokens`` and ``reconstructed`` rates."""
+    clf = context.classifier()
+    texts = verification_injections(clf, context.require_probes(NAME).injections, cfg.n, context.batch_size)
+    if len(texts) < MIN_N:
+        raise NotApplicable(f"{NAME}: the adapter classifies only {len(texts)} probe injections as injections")
+    return Verifier(clf, texts, cfg.batch_size, False).rates(list(phrases))[0]
 
 
 def scan_context_dict(context: ScanContext) -> dict[str, Any]:
