@@ -30,6 +30,7 @@ from typing import Any, Mapping, Sequence
 
 from lorascan.config import from_dict, to_dict
 from lorascan.detect.adapter import check_fingerprint
+from lorascan.detect.linear import LinearModel
 from lorascan.detect.jsonfile import MAX_PROFILE_BYTES, read_json_untrusted
 from lorascan.errors import DataError, LorascanError
 from lorascan.records import SCHEMA_VERSION, record_header, write_json_atomic
@@ -139,6 +140,7 @@ class Profile:
     notes: tuple[str, ...] = ()
     detector_args: tuple[tuple[str, Any], ...] = ()
     base_fingerprint: tuple[tuple[str, Any], ...] | None = None  # shared by every cohort adapter
+    model: LinearModel | None = None  # a learned score over the detector's scores (issue 12)
 
     def __post_init__(self) -> None:
         names = [f.feature for f in self.features]
@@ -166,7 +168,15 @@ class Profile:
                 "features": {f.feature: {k: v for k, v in to_dict(f).items() if k != "feature"} for f in self.features},
                 "cohort": [{"name": e.name, "label": e.label, "scores": dict(e.scores)} for e in self.cohort],
                 "n_clean": len(self.cohort) - n_pos, "n_poisoned": n_pos,
-                "bootstrap": {"n": self.n_boot, "seed": self.seed}, "notes": list(self.notes)}
+                "bootstrap": {"n": self.n_boot, "seed": self.seed}, "notes": list(self.notes),
+                "model": self.model.to_record() if self.model is not None else None}
+
+    def with_model(self, scores: Mapping[str, float | None]) -> dict[str, float | None]:
+        """``scores`` plus the profile's learned score (when it has a model) under its name."""
+        out = dict(scores)
+        if self.model is not None:
+            out[self.model.name] = self.model.score(scores)
+        return out
 
     @classmethod
     def from_record(cls, rec: Any, where: str = "profile") -> "Profile":
@@ -208,7 +218,8 @@ def _from_record(rec: Any, where: str) -> Profile:
                    decision=tuple(str(d) for d in rec["decision"]), features=cals, cohort=cohort,
                    n_boot=int(rec.get("bootstrap", {}).get("n", 0)), seed=int(rec.get("bootstrap", {}).get("seed", 0)),
                    notes=tuple(str(n) for n in rec.get("notes") or ()),
-                   detector_args=tuple(sorted(dict(rec.get("detector_args") or {}).items())))
+                   detector_args=tuple(sorted(dict(rec.get("detector_args") or {}).items())),
+                   model=LinearModel.from_record(rec["model"], "model") if rec.get("model") is not None else None)
 
 
 def _fmt(x: float) -> str:
@@ -373,6 +384,7 @@ def judge(scores: Mapping[str, float | None], profile: Profile | None, context: 
     why = applies(profile, dict(context))
     if why is not None:
         return Judgement("review", True, (f"uncalibrated: {why}",))
+    scores = profile.with_model(scores)
     bounds, reasons, voting, levels = [], [], [], []
     for name in profile.decision:
         score = scores.get(name)

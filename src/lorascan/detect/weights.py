@@ -13,8 +13,9 @@ Features per module: frobN, the r singular values, spectral entropy of sv/Σsv i
 nb10 divides by ln r, we do not), participation ratio (Σsv)²/Σsv², A/B asymmetry
 log10(‖B‖_F/‖A‖_F) (nb15+; nb10 used the natural log), sv max/mean and max/sum. Adapter level:
 ``global_frobN_std`` (population std of frobN over modules), frobN mean/max/min, entropy and
-participation-ratio mean/min, asymmetry mean/std, attention vs MLP means and their ratio, and
-per-projection frobN means (``proj.<name>.frobN_mean``). A score that is undefined (e.g. the
+participation-ratio mean/min, asymmetry mean/std, attention vs MLP means and their ratio,
+per-projection frobN means (``proj.<name>.frobN_mean``), and per layer the frobN and spectral
+entropy means (``layer.<i>.frobN_mean``, ``layer.<i>.spectral_entropy_mean``). A score that is undefined (e.g. the
 entropy of an all-zero update, PEFT's initial state) is None, never a made-up number.
 
 Modules are read one at a time from the memory map, their pages released afterwards, so
@@ -46,6 +47,10 @@ from lorascan.errors import DataError, UsageError
 from lorascan.records import record_header
 
 SCALINGS = ("none", "alpha")
+#: per-layer features only up to this many layers (the largest packaged base has 30; a 7B model
+#: 28-32, a 70B 80): an adapter claiming thousands of layers must not grow a record by thousands
+#: of scores
+MAX_LAYER_FEATURES = 128
 CALIBRATE_HINT = "lorascan weights-calibrate COHORT --out PROFILE.json"
 
 
@@ -189,6 +194,12 @@ def adapter_features(modules: Sequence[ModuleFeatures]) -> dict[str, float | Non
     for proj in sorted({m.projection for m in modules}):
         if proj.isascii() and proj.replace("_", "").isalnum() and len(proj) <= 64:
             out[f"proj.{proj}.frobN_mean"] = _stat([m.frobN for m in modules if m.projection == proj], "mean")
+    layers = sorted({m.layer for m in modules if m.layer is not None})
+    if len(layers) <= MAX_LAYER_FEATURES:  # per-layer spectra (issue 12's weight detector v2)
+        for layer in layers:
+            group = [m for m in modules if m.layer == layer]
+            out[f"layer.{layer}.frobN_mean"] = _stat([m.frobN for m in group], "mean")
+            out[f"layer.{layer}.spectral_entropy_mean"] = _stat([m.spectral_entropy for m in group], "mean")
     return out
 
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from lorascan.detect.calibrate import CohortScores, calibrate
+from lorascan.detect.linear import fit_linear
 from lorascan.detect.cohort import CohortMember, shared_conditions
 from lorascan.detect.profiles import make_set
 from lorascan.errors import DataError
@@ -39,20 +40,25 @@ def cohort_scores(members: Sequence[CohortMember], config: ScanConfig, records: 
     return out
 
 
-def profile_set(members: Sequence[CohortMember], base: str, config: ScanConfig, *, cohort_name: str,
-                records: str | Path, n_boot: int = 2000, seed: int = 0,
-                on_record: Callable | None = None) -> dict[str, Any]:
-    """The profile-set record for ``base`` from a labelled cohort (module docstring)."""
+#: the learned weight score (issue 12's weight detector v2), the weights profile's decision when fitted
+WEIGHTS_LR = "weights_lr"
+
+
+def profiles_from_rows(members: Sequence[CohortMember], rows: dict[str, list[dict[str, Any]]], base: str,
+                       detectors: Sequence[str], n_boot: int = 2000, seed: int = 0,
+                       groups: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+    """``{detector: Profile}`` from the scan rows of ``members`` (``{member name: detector
+    rows}``, as :func:`cohort_scores` returns); every member must be scored by every detector.
+    The held-out evaluation (:mod:`lorascan.scan.evaluate`) calls this on training splits.
+
+    With ``groups`` (member name -> trigger family), the weights profile also gets a logistic
+    regression over the weight scores (:mod:`lorascan.detect.linear`): its out-of-fold probability
+    ``weights_lr`` is calibrated like any score and becomes the profile's decision."""
     from lorascan.detect import DETECTORS, register_builtin_detectors
 
-    labels = [m.label for m in members]
-    if len(set(labels)) < 2:
-        raise DataError("a calibration cohort needs clean and poisoned adapters")
-    config = replace(config, base=base)
-    rows = cohort_scores(members, config, records, on_record)
     registry = register_builtin_detectors(DETECTORS.copy())
     profiles = {}
-    for name in config.detectors:
+    for name in detectors:
         det = registry.create(name)
         ok = [(m, r) for m in members for r in rows[m.name] if r["detector"] == name and r["status"] == "ok"]
         if len(ok) != len(members):
@@ -60,11 +66,33 @@ def profile_set(members: Sequence[CohortMember], base: str, config: ScanConfig, 
             raise DataError(f"detector {name} did not score cohort adapter {bad}; every member must be scored")
         contexts = [dict(r["details"].get("context") or {}) for _, r in ok]
         conditions, notes = shared_conditions(contexts)
-        cohort = CohortScores(tuple(m.name for m, _ in ok), tuple(m.label for m, _ in ok),
-                              tuple(r["scores"] for _, r in ok))
-        profiles[name] = calibrate(cohort, detector=name, view="scan", base_model=base, conditions=conditions,
-                                   decision=det.decision, n_boot=n_boot, seed=seed, direction=det.direction,
-                                   detector_args=ok[0][1]["detector_args"], notes=notes)
+        scores = [{k: v for k, v in r["scores"].items() if k != WEIGHTS_LR} for _, r in ok]
+        decision, model = det.decision, None
+        if name == "weights" and groups is not None:
+            model, oof = fit_linear(WEIGHTS_LR, scores, [m.label for m, _ in ok], [groups.get(m.name) for m, _ in ok])
+            scores = [{**s, WEIGHTS_LR: v} for s, v in zip(scores, oof)]
+            decision = (WEIGHTS_LR,)
+            notes = [*notes, f"{WEIGHTS_LR}: L2 logistic regression over {len(model.features)} weight scores, "
+                             f"C = {model.C:g} by family-grouped CV (AUC {model.cv_auc:.3f}); x"]
+        cohort = CohortScores(tuple(m.name for m, _ in ok), tuple(m.label for m, _ in ok), tuple(scores))
+        profile = calibrate(cohort, detector=name, view="scan", base_model=base, conditions=conditions,
+                            decision=decision, n_boot=n_boot, seed=seed, direction=det.direction,
+                            detector_args=ok[0][1]["detector_args"], notes=notes)
+        profiles[name] = replace(profile, model=model) if model is not None else profile
+    return profiles
+
+
+def profile_set(members: Sequence[CohortMember], base: str, config: ScanConfig, *, cohort_name: str,
+                records: str | Path, n_boot: int = 2000, seed: int = 0,
+                on_record: Callable | None = None, groups: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+    """The profile-set record for ``base`` from a labelled cohort (module docstring); with
+    ``groups`` (trigger families) the weights profile gets its learned score too."""
+    labels = [m.label for m in members]
+    if len(set(labels)) < 2:
+        raise DataError("a calibration cohort needs clean and poisoned adapters")
+    config = replace(config, base=base)
+    rows = cohort_scores(members, config, records, on_record)
+    profiles = profiles_from_rows(members, rows, base, config.detectors, n_boot, seed, groups)
     n_pos = sum(labels)
     desc = {"name": cohort_name, "n_clean": len(labels) - n_pos, "n_poisoned": n_pos,
             "members": [{"name": m.name, "label": m.label, "label_source": m.source} for m in members],

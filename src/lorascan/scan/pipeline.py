@@ -135,6 +135,8 @@ def run_detectors(ctx: ScanContext, config: ScanConfig, profiles: dict[str, Any]
         context["base_model"] = ctx.base
         j = judge(result.scores, profile, context)
         row = result.to_dict()
+        if profile is not None and profile.model is not None:  # the learned score beside the measured ones
+            row["scores"] = profile.with_model(row["scores"])
         row.update(status="ok", judgement=j.to_dict(), profile=profile.name if profile is not None else None,
                    wall_time_s=time.perf_counter() - t0)
         rows.append(row)
