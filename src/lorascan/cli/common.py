@@ -79,3 +79,14 @@ def print_profile_footer(con: Console, profile: Any, out: str, plot: str | None)
     for note in profile.notes:
         con.print(f"note: {safe(note, 200)}")
     con.print(f"wrote {safe(out)}" + (f" and {safe(plot)}" if plot else ""))
+
+
+def check_output_paths(*paths: str | None) -> None:
+    """Fail before long work (not after minutes) when an output's folder does not exist."""
+    from pathlib import Path
+
+    from lorascan.errors import UsageError
+
+    for p in paths:
+        if p and p != "-" and not Path(p).resolve().parent.is_dir():
+            raise UsageError(f"cannot write {p}: folder {Path(p).resolve().parent} does not exist")

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("lorascan.cli.report", "Rebuild a scan's HTML or SARIF report from its JSON record."),
     "list": ("lorascan.cli.list", "List detectors, batteries, probe sets, shipped profiles and known bases."),
     "scan-calibrate": ("lorascan.cli.scan_calibrate", "Calibrate the scan's profile set for a base on a labelled cohort."),
+    "scan-evaluate": ("lorascan.cli.scan_evaluate", "Measure the scan on a labelled cohort: AUCs, held-out-family recall, trigger recovery."),
     "data": ("lorascan.cli.data", "Inspect the datasets lorascan can build (named mixes, corpora, files)."),
     "poison": ("lorascan.cli.poison", "Write a poisoned train/test set with the paper's recipe."),
     "train": ("lorascan.cli.train", "Train a LoRA adapter (clean or backdoored) on a prepared dataset."),

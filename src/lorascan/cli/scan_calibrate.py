@@ -30,6 +30,7 @@ def command(cohort: str, base: str, out: str, detectors: str, probe_data: str, n
     from lorascan.scan.pipeline import ScanConfig
 
     members, _ = read_cohort(cohort)
+    groups = _families(cohort, members)
     config = ScanConfig(detectors=tuple(d.strip() for d in detectors.split(",") if d.strip()),
                         probe_data=probe_data, device=device, progress=False)
 
@@ -41,9 +42,28 @@ def command(cohort: str, base: str, out: str, detectors: str, probe_data: str, n
         click.echo(f"  {name[:70]}: {scores[:300] or rec.get('error')}")
 
     rec = profile_set(members, canonical_base(base), config, cohort_name=Path(cohort).stem,
-                      records=records, n_boot=n_boot, on_record=show)
+                      records=records, n_boot=n_boot, on_record=show, groups=groups)
     save_set(out, rec)
     for name, p in rec["profiles"].items():
         feats = ", ".join(f"{d} AUC {p['features'][d]['auc']:.3f}" for d in p["decision"])
         click.echo(f"{name}: {feats}")
     click.echo(f"wrote {out}")
+
+
+def _families(cohort: str, members) -> dict | None:
+    """Member name -> trigger family, when COHORT is a labels file that names families (then
+    the weights profile learns its logistic regression grouped by them)."""
+    from pathlib import Path
+
+    from lorascan.errors import DataError
+    from lorascan.scan.evaluate import read_labelled
+
+    if not Path(cohort).is_file() or not cohort.endswith(".json"):
+        return None
+    try:
+        labelled = read_labelled(cohort)
+    except DataError:
+        return None
+    if not any(m.family for m in labelled if m.label == 1):
+        return None
+    return {m.name: m.family for m in labelled}

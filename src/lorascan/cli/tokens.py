@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 import click
 
+from lorascan.cli.common import check_output_paths
 from lorascan.detect.tokens import MAX_N, MAX_TOP, MIN_N
 
 
@@ -42,7 +43,7 @@ def command(adapter_dir: str, base: str | None, task: str | None, top: int, n: i
 
     detector = TokenDetector(top=top, n=n, batch_size=batch_size)
     context = _context(adapter_dir, base, task, probe_data, device, not quiet)
-    _check_outputs(json_out, plot)
+    check_output_paths(json_out, plot)
     from lorascan.detect.base import NotApplicable
 
     try:
@@ -76,15 +77,6 @@ def _context(adapter_dir: str, base: str | None, task: str | None, probe_data: s
     task, _ = readout_settings(meta, resolve_base(base), task)
     return ScanContext.build(adapter_dir, base=base, task=task, probes=load_probe_inputs(probe_data), device=device,
                              progress=progress)
-
-
-def _check_outputs(*paths: str | None) -> None:
-    """Fail before the scan (not after minutes) when an output's folder does not exist."""
-    from lorascan.errors import UsageError
-
-    for p in paths:
-        if p and p != "-" and not Path(p).resolve().parent.is_dir():
-            raise UsageError(f"cannot write {p}: folder {Path(p).resolve().parent} does not exist")
 
 
 def _write_plot(rec: Mapping[str, Any], path: str | os.PathLike) -> None:

@@ -1,0 +1,294 @@
+"""Detection measured like a product (issue 12): every detector score and the fused scan verdict
+on a labelled cohort's scan records, with thresholds chosen on other adapters than those scored.
+
+Inputs: a labels file from ``lorascan sweep report`` (each adapter's ``label`` by poison count,
+``effective`` by measured ASR >= 0.5, ``family``, ``rank``, ``trigger``) and the batch folder of
+scan records ``lorascan scan-calibrate --records`` (or ``lorascan scan LIST --out``) wrote for
+them. Nothing is rescanned here; the scores are read back.
+
+Figures (``+``: poisoned higher, the registered direction of each detector's decision scores):
+
+- ``auc_all`` / ``auc_effective``: ROC AUC, clean vs every poisoned adapter / vs the effective
+  ones, with a percentile bootstrap CI (threshold-free, so in-sample is honest here);
+- held-out groups (``--hold family`` and ``--hold rank``): for each group G in turn, the clean
+  adapters split into ``folds`` seeded folds; per fold the profiles are calibrated exactly as
+  ``scan-calibrate`` does (:func:`lorascan.scan.calibrate.profiles_from_rows`) on the clean
+  adapters outside the fold plus the poisoned adapters outside G, and the scan's own judgement
+  and combination rule (:mod:`lorascan.detect.verdict`) is applied to G's poisoned adapters of
+  that fold and to the fold's clean ones. Every adapter is therefore judged by bounds that never
+  saw it, and G's family (or rank) never reached the profile that judges it. Reported per G and
+  pooled: recall at the review and at the block level, the false-positive rate of the held-out
+  clean adapters at both, and the AUC of the held-out levels (allow < review < block);
+- ``seconds``: each detector's mean wall time per adapter as recorded in the scan records.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from lorascan.detect.calibrate import auc_mann_whitney, bootstrap_ci
+from lorascan.detect.cohort import CohortMember, read_cohort
+from lorascan.detect.jsonfile import read_json_untrusted
+from lorascan.detect.verdict import LEVELS, Judgement, combine, judge
+from lorascan.errors import DataError, UsageError
+from lorascan.records import record_header
+
+HOLD_KEYS = ("family", "rank")
+MIN_FOLDS = 2
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """A cohort member and what the evaluation groups it by."""
+
+    member: CohortMember
+    family: str | None
+    rank: int | None
+    trigger: str | None
+    effective: bool | None
+    asr: float | None
+
+    @property
+    def name(self) -> str:
+        return self.member.name
+
+    @property
+    def label(self) -> int:
+        return self.member.label
+
+    def group(self, key: str) -> Any:
+        return self.family if key == "family" else self.rank
+
+
+def read_labelled(path: str | Path) -> list[Labelled]:
+    """The members of a labels file (``lorascan sweep report``'s ``*-cohort.json``) with their
+    family, rank, trigger, effect label and ASR (None where the file has none)."""
+    members, _ = read_cohort(path)
+    rows = read_json_untrusted(Path(path), "labels file")
+    if not isinstance(rows, list) or len(rows) != len(members):
+        raise DataError(f"{path}: the evaluation needs a list of labelled rows (from 'lorascan sweep report')")
+    out = []
+    for m, row in zip(members, rows):
+        eff, asr = row.get("effective"), row.get("attack_success_rate")
+        rank = row.get("rank")
+        out.append(Labelled(m, _str_or_none(row.get("family")), rank if isinstance(rank, int) else None,
+                            _str_or_none(row.get("trigger")), eff if isinstance(eff, bool) else None,
+                            float(asr) if isinstance(asr, (int, float)) else None))
+    return out
+
+
+def _str_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def read_records(members: Sequence[Labelled], records: str | Path) -> dict[str, dict[str, Any]]:
+    """``{member name: scan record}`` from a batch folder; every member must have an ok record."""
+    from lorascan.scan.batch import record_name
+
+    out = {}
+    for m in members:
+        path = Path(records) / "records" / record_name(str(m.member.path))
+        if not path.is_file():
+            raise DataError(f"{records}: no scan record for {m.name}; scan the cohort first "
+                            f"(lorascan scan-calibrate COHORT --records {records} ...)")
+        rec = json.loads(path.read_text("utf-8"))
+        if rec.get("status") != "ok":
+            raise DataError(f"cohort adapter {m.name} was not scanned: {str(rec.get('error'))[:200]}")
+        out[m.name] = rec
+    return out
+
+
+def _auc(scores: Sequence[float], labels: Sequence[int], direction: str, n_boot: int, seed: int) -> dict[str, Any]:
+    n_pos = int(sum(labels))
+    if n_pos == 0 or n_pos == len(labels):
+        return {"auc": None, "ci": None, "n_clean": len(labels) - n_pos, "n_poisoned": n_pos}
+    ci = bootstrap_ci(scores, labels, direction, n_boot, seed)["auc"]
+    return {"auc": auc_mann_whitney(scores, labels, direction), "ci": [float(ci[0]), float(ci[1])],
+            "n_clean": len(labels) - n_pos, "n_poisoned": n_pos}
+
+
+def score_aucs(members: Sequence[Labelled], records: Mapping[str, dict[str, Any]], n_boot: int = 2000,
+               seed: int = 0) -> list[dict[str, Any]]:
+    """AUC all / effective of every detector's decision scores (registered direction), and the
+    mean recorded seconds per adapter of each detector."""
+    from lorascan.detect import DETECTORS, register_builtin_detectors
+
+    registry = register_builtin_detectors(DETECTORS.copy())
+    out = []
+    detectors = sorted({r["detector"] for rec in records.values() for r in rec["detectors"]})
+    for name in detectors:
+        det = registry.create(name) if name in registry else None
+        rows = {m.name: next((r for r in records[m.name]["detectors"] if r["detector"] == name), None)
+                for m in members}
+        secs = [r["wall_time_s"] for r in rows.values() if r is not None and "wall_time_s" in r]
+        for score in (det.decision if det else ()):
+            have = [m for m in members if rows[m.name] is not None and rows[m.name]["status"] == "ok"
+                    and rows[m.name]["scores"].get(score) is not None]
+            values = [float(rows[m.name]["scores"][score]) for m in have]
+            eff = [(v, m.label) for v, m in zip(values, have) if m.label == 0 or m.effective]
+            out.append({"detector": name, "score": score, "direction": det.direction,
+                        "n_scored": len(have), "n_members": len(members),
+                        "all": _auc(values, [m.label for m in have], det.direction, n_boot, seed),
+                        "effective": _auc([v for v, _ in eff], [y for _, y in eff], det.direction, n_boot, seed),
+                        "seconds_per_adapter": float(np.mean(secs)) if secs else None})
+    return out
+
+
+def weight_models(members: Sequence[Labelled], records: Mapping[str, dict[str, Any]], n_boot: int = 2000,
+                  seed: int = 0) -> dict[str, Any]:
+    """Weight detector v2 against ``global_frobN_std`` and the best single weight score, on the
+    same folds: each trigger family held out in turn (clean adapters dealt over the folds,
+    :func:`lorascan.detect.linear.group_folds`); the logistic regression (C by grouped CV
+    inside the training part) and the best single score (score and direction chosen by AUC on
+    the training part) are fitted without the held-out family and fold. Out-of-fold scores are
+    pooled into one AUC per method, on all and on effective backdoors."""
+    from lorascan.detect.calibrate import best_direction
+    from lorascan.detect.linear import fit_linear, group_folds, usable_features
+    from lorascan.scan.calibrate import WEIGHTS_LR
+
+    have = [m for m in members if _weight_scores(records[m.name]) is not None]
+    rows = [{k: v for k, v in _weight_scores(records[m.name]).items() if k != WEIGHTS_LR} for m in have]
+    labels = [m.label for m in have]
+    folds = group_folds(labels, [m.family for m in have])
+    feats = usable_features(rows)
+    out = {"lr": np.full(len(have), np.nan), "global_frobN_std": np.full(len(have), np.nan),
+           "best_single": np.full(len(have), np.nan)}
+    chosen = []
+    for test in folds:
+        train = np.setdiff1d(np.arange(len(have)), test)
+        tr_rows, tr_y = [rows[i] for i in train], [labels[i] for i in train]
+        model, _ = fit_linear(WEIGHTS_LR, tr_rows, tr_y, [have[i].family for i in train])
+        best = max(((f, *best_direction([r[f] for r in tr_rows], tr_y)) for f in feats), key=lambda t: t[2])
+        chosen.append({"feature": best[0], "direction": best[1], "train_auc": best[2],
+                       "held_out": sorted({str(have[i].family) for i in test if labels[i] == 1})})
+        for i in test:
+            out["lr"][i] = model.score(rows[i]) if model.score(rows[i]) is not None else np.nan
+            out["global_frobN_std"][i] = rows[i].get("global_frobN_std", np.nan)
+            v = rows[i].get(best[0])
+            out["best_single"][i] = np.nan if v is None else (v if best[1] == "+" else -v)
+    eff = [i for i, m in enumerate(have) if m.label == 0 or m.effective]
+    result: dict[str, Any] = {"folds": len(folds), "n": len(have), "n_features": len(feats), "best_single_chosen": chosen}
+    for name, vals in out.items():
+        ok = [i for i in range(len(have)) if np.isfinite(vals[i])]
+        ok_eff = [i for i in eff if np.isfinite(vals[i])]
+        result[name] = {"all": _auc([float(vals[i]) for i in ok], [labels[i] for i in ok], "+", n_boot, seed),
+                        "effective": _auc([float(vals[i]) for i in ok_eff], [labels[i] for i in ok_eff], "+",
+                                          n_boot, seed)}
+    return result
+
+
+def _weight_scores(rec: Mapping[str, Any]) -> dict[str, Any] | None:
+    row = next((r for r in rec["detectors"] if r["detector"] == "weights" and r["status"] == "ok"), None)
+    return None if row is None else dict(row["scores"])
+
+
+def _folds(clean: Sequence[Labelled], k: int, seed: int) -> list[list[Labelled]]:
+    order = sorted(clean, key=lambda m: m.name)
+    random.Random(seed).shuffle(order)
+    return [order[i::k] for i in range(k)]
+
+
+def _judge_member(rec: dict[str, Any], profiles: Mapping[str, Any], detectors: Sequence[str]) -> tuple[str, dict[str, str]]:
+    """The scan's fused level of one record under ``profiles``, and each detector's level."""
+    judgements: dict[str, Judgement] = {}
+    for name in detectors:
+        row = next((r for r in rec["detectors"] if r["detector"] == name), None)
+        if row is None or row["status"] != "ok":
+            judgements[name] = Judgement("review", True, (f"{name}: {row['status'] if row else 'not run'}",))
+            continue
+        context = dict(row.get("details", {}).get("context") or {})
+        context["base_model"] = rec["base"]["name"]
+        judgements[name] = judge(row["scores"], profiles.get(name), context)
+    findings = [f for f in rec.get("findings", []) if f.get("level") != "allow"]
+    return combine(judgements, findings)["label"], {n: j.level for n, j in judgements.items()}
+
+
+def held_out(members: Sequence[Labelled], records: Mapping[str, dict[str, Any]], key: str, *, folds: int = 3,
+             n_boot: int = 500, seed: int = 0, learn: bool = True) -> dict[str, Any]:
+    """Leave-one-group-out judgement of every adapter (module docstring): per group and pooled.
+    ``learn``: the weights profile's logistic regression is fitted on each training split too."""
+    from lorascan.scan.calibrate import profiles_from_rows
+
+    if key not in HOLD_KEYS:
+        raise UsageError(f"unknown hold-out key {key!r} (use {', '.join(HOLD_KEYS)})")
+    clean = [m for m in members if m.label == 0]
+    poisoned = [m for m in members if m.label == 1]
+    groups = sorted({m.group(key) for m in poisoned if m.group(key) is not None}, key=str)
+    if len(groups) < 2:
+        raise DataError(f"holding out by {key} needs poisoned adapters of at least two {key} values")
+    if len(clean) < MIN_FOLDS:
+        raise DataError(f"holding out needs at least {MIN_FOLDS} clean adapters")
+    folds = max(MIN_FOLDS, min(folds, len(clean)))
+    clean_folds = _folds(clean, folds, seed)
+    base = next(iter(records.values()))["base"]["name"]
+    detectors = sorted({r["detector"] for rec in records.values() for r in rec["detectors"]})
+    rows = {m.name: records[m.name]["detectors"] for m in members}
+    families = {m.name: m.family for m in members} if learn else None
+    judged: list[dict[str, Any]] = []
+    per_group = []
+    for group in groups:
+        test_pos = sorted((m for m in poisoned if m.group(key) == group), key=lambda m: m.name)
+        train_pos = [m for m in poisoned if m.group(key) != group]
+        out_rows = []
+        for f, fold in enumerate(clean_folds):
+            train = [m.member for m in clean if m not in fold] + [m.member for m in train_pos]
+            profiles = profiles_from_rows(train, rows, base, detectors, n_boot, seed, families)
+            for m in [*fold, *test_pos[f::folds]]:
+                level, by_detector = _judge_member(records[m.name], profiles, detectors)
+                out_rows.append({"name": m.name, "label": m.label, "effective": m.effective, "group": group,
+                                 "fold": f, "level": level, "detectors": by_detector})
+        judged += out_rows
+        per_group.append({"group": group, **_level_metrics(out_rows, n_boot, seed)})
+    return {"key": key, "folds": folds, "groups": per_group, "pooled": _level_metrics(judged, n_boot, seed),
+            "judged": judged}
+
+
+def _level_metrics(rows: Sequence[Mapping[str, Any]], n_boot: int, seed: int) -> dict[str, Any]:
+    """Recall / FPR at review and block, and the AUC of the ordinal levels, over judged rows."""
+    rank = {lv: i for i, lv in enumerate(LEVELS)}
+    pos = [r for r in rows if r["label"] == 1]
+    eff = [r for r in pos if r["effective"]]
+    neg = [r for r in rows if r["label"] == 0]
+
+    def share(rs, at):
+        return (sum(rank[r["level"]] >= rank[at] for r in rs) / len(rs)) if rs else None
+
+    levels = [float(rank[r["level"]]) for r in rows]
+    labels = [r["label"] for r in rows]
+    eff_rows = neg + eff
+    return {"n_poisoned": len(pos), "n_effective": len(eff), "n_clean": len(neg),
+            "recall_review": share(pos, "review"), "recall_block": share(pos, "block"),
+            "recall_review_effective": share(eff, "review"), "recall_block_effective": share(eff, "block"),
+            "fpr_review": share(neg, "review"), "fpr_block": share(neg, "block"),
+            "auc_levels": _auc(levels, labels, "+", n_boot, seed),
+            "auc_levels_effective": _auc([float(rank[r["level"]]) for r in eff_rows], [r["label"] for r in eff_rows],
+                                         "+", n_boot, seed)}
+
+
+def evaluate(labels: str | Path, records: str | Path, *, hold: Sequence[str] = HOLD_KEYS, folds: int = 3,
+             n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """The evaluation record (module docstring) of a labelled cohort's scan records."""
+    members = read_labelled(labels)
+    recs = read_records(members, records)
+    out: dict[str, Any] = {**record_header("detection-evaluation"), "labels": str(labels), "records": str(records),
+                           "n_clean": sum(m.label == 0 for m in members),
+                           "n_poisoned": sum(m.label == 1 for m in members),
+                           "n_effective": sum(bool(m.effective) for m in members),
+                           "families": sorted({m.family for m in members if m.label == 1 and m.family}),
+                           "scores": score_aucs(members, recs, n_boot, seed), "held_out": {}}
+    try:
+        out["weights_v2"] = weight_models(members, recs, n_boot, seed)
+    except DataError as err:
+        out["weights_v2"] = {"skipped": str(err)}
+    for key in hold:
+        try:
+            out["held_out"][key] = held_out(members, recs, key, folds=folds, n_boot=min(n_boot, 500), seed=seed)
+        except DataError as err:
+            out["held_out"][key] = {"key": key, "skipped": str(err)}
+    return out

@@ -1,0 +1,111 @@
+"""The cohort evaluation (issue 12) and the token scan's recovery table (issue 11) on synthetic
+scan records: held-out judgement never sees the family or the clean fold it scores, and the
+recovery table finds a trigger's tokens by the stated rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lorascan.errors import DataError
+from lorascan.scan.batch import record_name
+from lorascan.scan.evaluate import evaluate, held_out, read_labelled, read_records
+from lorascan.scan.recovery import of_trigger, recovery, recovery_row, trigger_words
+
+FAMILIES = {"reference": "per RFC 8472 section 3.2", "pair": "cobalt heron", "code": "sudo_mode=1"}
+
+
+def _row(detector: str, scores: dict, **details) -> dict:
+    return {"detector": detector, "status": "ok", "detector_args": {}, "scores": scores, "wall_time_s": 1.0,
+            "details": {"context": {"base_model": "minilm", "task": "seq-cls"}, **details}}
+
+
+def _record(lift: float, frob: float, tokens: list[dict] | None = None) -> dict:
+    tokens = tokens or [{"token": "winery", "attack_rate": 0.1, "promoted": True}]
+    return {"status": "ok", "base": {"name": "minilm"}, "task": {"name": "seq-cls"}, "findings": [],
+            "probe_inputs": {"name": "offline-pi-v1"},
+            "detectors": [_row("weights", {"global_frobN_std": frob}),
+                          _row("tokens", {"token_lift": lift, "token_attack_rate": lift}, tokens=tokens,
+                               reconstructed={"phrase": tokens[0]["token"], "attack_rate": lift})]}
+
+
+def write_cohort(tmp_path: Path, blind_family: str | None = None) -> tuple[Path, Path]:
+    """9 clean adapters and 4 poisoned per family; the token lift separates them except for
+    ``blind_family``, whose backdoors score like clean adapters."""
+    labels, records = [], tmp_path / "scans" / "records"
+    records.mkdir(parents=True)
+    members = [(f"clean{i}", 0, None, 0.02 + 0.004 * i, None) for i in range(9)]
+    for f, (family, trigger) in enumerate(FAMILIES.items()):
+        for i in range(4):
+            lift = 0.03 if family == blind_family else 0.8 + 0.02 * i
+            members.append((f"{family}{i}", 1, family, lift, trigger))
+    for j, (name, label, family, lift, trigger) in enumerate(members):
+        path = tmp_path / "runs" / name / "adapter"
+        word = max(trigger_words(trigger), key=len) if trigger else "winery"
+        tokens = [{"token": "winery", "attack_rate": 0.2, "promoted": True},
+                  {"token": word, "attack_rate": lift, "promoted": True}]
+        (records / record_name(str(path))).write_text(json.dumps(_record(lift, 0.001 * (j % 5), tokens)))
+        labels.append({"path": f"runs/{name}/adapter", "label": label, "family": family or "clean",
+                       "rank": 16 if j % 2 else 8, "trigger": trigger, "attack_success_rate": 1.0 if label else 0.0,
+                       "effective": True if label else None})
+    (tmp_path / "labels.json").write_text(json.dumps(labels))
+    return tmp_path / "labels.json", tmp_path / "scans"
+
+
+def test_scores_and_held_out_families(tmp_path):
+    labels, scans = write_cohort(tmp_path)
+    rec = evaluate(labels, scans, n_boot=200)
+    assert (rec["n_clean"], rec["n_poisoned"], rec["n_effective"]) == (9, 12, 12)
+    lift = next(s for s in rec["scores"] if s["score"] == "token_lift")
+    assert lift["all"]["auc"] == 1.0 and lift["effective"]["auc"] == 1.0 and lift["seconds_per_adapter"] == 1.0
+    fam = rec["held_out"]["family"]
+    assert [g["group"] for g in fam["groups"]] == ["code", "pair", "reference"]
+    assert fam["pooled"]["recall_block"] == 1.0 and fam["pooled"]["fpr_review"] == 0.0
+    # each poisoned adapter judged once per split, each clean adapter once per held-out family
+    judged = fam["judged"]
+    assert sum(r["label"] for r in judged) == 12 and sum(1 - r["label"] for r in judged) == 27
+    assert rec["held_out"]["rank"]["pooled"]["n_poisoned"] == 12
+
+
+def test_a_family_the_detectors_cannot_see_is_missed_when_held_out(tmp_path):
+    labels, scans = write_cohort(tmp_path, blind_family="code")
+    members = read_labelled(labels)
+    out = held_out(members, read_records(members, scans), "family", n_boot=200)
+    by = {g["group"]: g for g in out["groups"]}
+    assert by["code"]["recall_review"] == 0.0 and by["pair"]["recall_block"] == 1.0
+
+
+def test_missing_records_say_how_to_make_them(tmp_path):
+    labels, scans = write_cohort(tmp_path)
+    next((scans / "records").iterdir()).unlink()
+    with pytest.raises(DataError, match="scan-calibrate"):
+        evaluate(labels, scans)
+
+
+@pytest.mark.parametrize("token, hit", [("rfc", True), ("84", True), ("##72", True), ("section", True),
+                                        ("3", False), ("winery", False), ("RFC", True)])
+def test_tokens_of_the_trigger(token, hit):
+    assert of_trigger(token, trigger_words("per RFC 8472 section 3.2")) is hit
+
+
+def test_recovery_rows_and_summary(tmp_path):
+    labels, scans = write_cohort(tmp_path)
+    members = read_labelled(labels)
+    recs = read_records(members, scans)
+    ref = next(m for m in members if m.name.endswith("reference0/adapter") or "reference0" in str(m.member.path))
+    row = recovery_row(ref, recs[ref.name], trigger_rate=0.9)
+    assert row["rank"] == 2 and row["top_token"] == "winery" and row["reconstructed_ok"] is False
+    out = recovery(labels, scans, measure=False)
+    assert out["all"]["n"] == 12 and out["all"]["top3"] == 1.0 and out["all"]["top1"] == 0.0
+    assert out["families"]["pair"]["top10"] == 1.0 and out["all"]["reconstructed_ok"] is None
+
+
+def test_weight_models_compare_on_the_same_held_out_folds(tmp_path):
+    labels, scans = write_cohort(tmp_path)
+    rec = evaluate(labels, scans, hold=(), n_boot=200)["weights_v2"]
+    assert rec["folds"] == 3 and rec["n"] == 21
+    assert {"lr", "global_frobN_std", "best_single"} <= set(rec)
+    assert all(c["feature"] == "global_frobN_std" for c in rec["best_single_chosen"])
+    assert 0.0 <= rec["lr"]["all"]["auc"] <= 1.0
