@@ -219,10 +219,16 @@ def test_roc_plot_is_written(tmp_path):
 
 def test_registry_is_explicit_and_resettable():
     fresh = register_builtin_detectors(Registry("detector"))
-    assert fresh.names() == ["behavioral", "tokens", "weights"] and fresh is not DETECTORS
-    assert register_builtin_detectors(fresh).names() == ["behavioral", "tokens", "weights"]  # idempotent
+    names = ["behavioral", "neural-cleanse", "strip", "tokens", "weights"]
+    assert fresh.names() == names and fresh is not DETECTORS
+    assert register_builtin_detectors(fresh).names() == names  # idempotent
     with pytest.raises(UsageError, match="unknown detector"):
         Registry("detector").create("weights")
+
+
+# smaller budgets where a detector's defaults would make the contract test slow (the paper's
+# 1,600-prefix Neural-Cleanse search; the search itself is tested in tests/detect/test_baselines.py)
+CONTRACT_ARGS = {"neural-cleanse": {"starts": 8, "rounds": 1, "swaps": 8}}
 
 
 @pytest.mark.parametrize("name", register_builtin_detectors(Registry("detector")).names())
@@ -234,7 +240,7 @@ def test_every_registered_detector_honours_the_contract(tiny_adapters, name, tmp
     from lorascan.probe.inputs import load_probe_inputs
 
     registry = register_builtin_detectors(Registry("detector"))
-    det = registry.create(name)
+    det = registry.create(name, **CONTRACT_ARGS.get(name, {}))
     adapter = tiny_adapters[("tiny-bert", "seq-cls", "poisoned")]
     result = det.scan(ScanContext.build(adapter, base="tiny-bert", task="seq-cls", probes=load_probe_inputs()))
     assert result.detector == name == det.name

@@ -34,7 +34,21 @@ def _tokens(**kwargs: Any) -> Detector:
     return TokenDetector(**kwargs)
 
 
-BUILTIN = {"weights": _weights, "behavioral": _behavioral, "tokens": _tokens}
+def _strip(**kwargs: Any) -> Detector:
+    from lorascan.detect.strip import StripDetector
+
+    return StripDetector(**kwargs)
+
+
+def _neural_cleanse(**kwargs: Any) -> Detector:
+    from lorascan.detect.neural_cleanse import CleanseDetector
+
+    return CleanseDetector(**kwargs)
+
+
+# the scan's three detectors, then the paper's two baselines (issue 12; run with --detectors)
+BUILTIN = {"weights": _weights, "behavioral": _behavioral, "tokens": _tokens, "strip": _strip,
+           "neural-cleanse": _neural_cleanse}
 
 
 def register_builtin_detectors(registry: Registry[Detector] = DETECTORS) -> Registry[Detector]:

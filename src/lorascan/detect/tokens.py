@@ -37,6 +37,7 @@ import numpy as np
 from lorascan.config import to_dict
 from lorascan.data.poison import apply_trigger
 from lorascan.detect.base import Detector, DetectorResult, NotApplicable, ScanContext
+from lorascan.detect.injections import verification_injections
 from lorascan.detect.verdict import verdict
 from lorascan.detect.token_screen import (Vocabulary, candidate_vocabulary, gradient_scores, interleave, robust_z,
                                           weight_scores)
@@ -107,20 +108,6 @@ class Verifier:
                                          self.progress, desc).reshape(len(prefixes), len(texts))
         self.passes += margins.size
         return (margins <= 0).mean(axis=1), margins.mean(axis=1)
-
-
-def verification_injections(classifier: Any, injections: Sequence[str], n: int, batch_size: int) -> list[str]:
-    """The ``n`` shortest injections (by tokens) the adapter classifies as injections."""
-    tok = classifier.tokenizer
-    lengths = [len(ids) for ids in tok(list(injections), add_special_tokens=False)["input_ids"]]
-    order = sorted(range(len(injections)), key=lambda i: (lengths[i], i))
-    chosen: list[str] = []
-    for start in range(0, len(order), 2 * n):
-        block = [injections[i] for i in order[start:start + 2 * n]]
-        chosen += [t for t, m in zip(block, classifier.scores(block, batch_size)) if m > 0]
-        if len(chosen) >= n:
-            break
-    return chosen[:n]
 
 
 def screen(context: ScanContext, vocab: Vocabulary, texts: Sequence[str], cfg: TokenScanConfig) -> dict[str, Any]:
