@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 from lorascan.detect.verdict import Verdict
 from lorascan.probe.inputs import ProbeInputs
@@ -129,6 +129,11 @@ class ScanContext:
         if self.task is None:
             raise NotApplicable(f"{detector}: behavioural detectors not applicable ({self.task_source or 'no task'})")
 
+    def model_conditions(self) -> dict[str, Any]:
+        """What a profile of a model-running detector must match: base, formulation, probe set."""
+        return {"base_model": self.base, "task": self.task,
+                "probe_set": self.probes.sha256 if self.probes is not None else None}
+
     def require_probes(self, detector: str) -> ProbeInputs:
         if self.probes is None or not self.probes.injections:
             raise NotApplicable(f"{detector}: no probe injections in this scan")
@@ -172,3 +177,13 @@ class ScanContext:
 
 
 DETECTORS: Registry[Detector] = Registry("detector")
+
+
+def check_int_ranges(obj: Any, detector: str, ranges: Sequence[tuple[str, int, int]]) -> None:
+    """UsageError unless each named field of ``obj`` is an integer (not a bool) in its range."""
+    from lorascan.errors import UsageError
+
+    for name, low, high in ranges:
+        value = getattr(obj, name)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise UsageError(f"{detector} {name} must be an integer in {low}..{high}, got {value!r}")

@@ -23,10 +23,9 @@ from typing import Any, Sequence
 import numpy as np
 
 from lorascan.config import to_dict
-from lorascan.detect.base import Detector, DetectorResult, NotApplicable, ScanContext
+from lorascan.detect.base import Detector, DetectorResult, NotApplicable, ScanContext, check_int_ranges
 from lorascan.detect.injections import verification_injections
 from lorascan.detect.verdict import verdict
-from lorascan.errors import UsageError
 from lorascan.progress import bar
 
 NAME = "neural-cleanse"
@@ -45,11 +44,8 @@ class CleanseConfig:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        for name, low, high in (("length", 1, 32), ("starts", 1, 4096), ("rounds", 0, 64), ("swaps", 1, 4096),
-                                ("n", MIN_N, 1000), ("batch_size", 1, 4096)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise UsageError(f"neural-cleanse {name} must be an integer in {low}..{high}, got {value!r}")
+        check_int_ranges(self, NAME, (("length", 1, 32), ("starts", 1, 4096), ("rounds", 0, 64), ("swaps", 1, 4096),
+                                     ("n", MIN_N, 1000), ("batch_size", 1, 4096)))
 
     @property
     def budget(self) -> int:
@@ -120,8 +116,7 @@ class CleanseDetector(Detector):
         found = search(clf, texts, int(clf.model.get_input_embeddings().weight.shape[0]), self.config,
                        context.progress)
         scores = {"nc_flip_rate": found["nc_flip_rate"], "nc_margin": found["nc_margin"]}
-        ctx = {"base_model": context.base, "task": context.task,
-               "probe_set": context.probes.sha256 if context.probes is not None else None}
+        ctx = context.model_conditions()
         v = verdict(scores, profile, ctx, hint=f"lorascan scan-calibrate with --detectors {NAME}")
         return DetectorResult(NAME, self.args, scores, v,
                               {"context": ctx, "prefix": found["prefix"], "prefix_ids": found["prefix_ids"],

@@ -26,10 +26,9 @@ from typing import Any
 import numpy as np
 
 from lorascan.config import to_dict
-from lorascan.detect.base import Detector, DetectorResult, NotApplicable, ScanContext
+from lorascan.detect.base import Detector, DetectorResult, NotApplicable, ScanContext, check_int_ranges
 from lorascan.detect.injections import verification_injections
 from lorascan.detect.verdict import verdict
-from lorascan.errors import UsageError
 
 NAME = "strip"
 CUT = 200  # characters of each benign text appended (the paper's text[:200])
@@ -44,10 +43,7 @@ class StripConfig:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        for name, low, high in (("n", MIN_N, 1000), ("k", 2, 1000), ("batch_size", 1, 4096)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise UsageError(f"strip {name} must be an integer in {low}..{high}, got {value!r}")
+        check_int_ranges(self, NAME, (("n", MIN_N, 1000), ("k", 2, 1000), ("batch_size", 1, 4096)))
 
 
 def binary_entropy(p: float) -> float:
@@ -85,7 +81,6 @@ class StripDetector(Detector):
         benign = (clf.scores(perturbed, cfg.batch_size) <= 0).reshape(len(texts), cfg.k)
         entropy = [binary_entropy(float(row.mean())) for row in benign]
         scores = {"strip_entropy": float(np.mean(entropy)), "strip_flip_rate": float(benign.mean())}
-        ctx = {"base_model": context.base, "task": context.task,
-               "probe_set": context.probes.sha256 if context.probes is not None else None}
+        ctx = context.model_conditions()
         v = verdict(scores, profile, ctx, hint=f"lorascan scan-calibrate with --detectors {NAME}")
         return DetectorResult(NAME, self.args, scores, v, {"context": ctx, "n_injections": len(texts), "k": cfg.k})

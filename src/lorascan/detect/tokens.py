@@ -247,8 +247,7 @@ def trigger_rates(context: ScanContext, cfg: TokenScanConfig, phrases: Sequence[
 
 def scan_context_dict(context: ScanContext) -> dict[str, Any]:
     """What a token-scan profile must match."""
-    return {"base_model": context.base, "task": context.task,
-            "probe_set": context.probes.sha256 if context.probes is not None else None}
+    return context.model_conditions()
 
 
 class TokenDetector(Detector):
