@@ -14,10 +14,14 @@ from lorascan.data.sources import SourceOptions
 from lorascan.text import printable
 
 
-def console(stderr: bool = False) -> Console:
+def console(stderr: bool = False, width: int | None = None) -> Console:
     """A rich console; on a pipe it prints plain text. Emoji codes are off: ``:warning:`` in a
-    dataset row or trigger must print as written, and :func:`safe` only escapes markup."""
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
+    dataset row or trigger must print as written, and :func:`safe` only escapes markup.
+    ``width``: at least this many columns (wide tables on a pipe, whose default is 80)."""
+    con = Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False)
+    if width is not None and con.width < width:
+        con = Console(stderr=stderr, highlight=False, soft_wrap=True, emoji=False, width=width)
+    return con
 
 
 def safe(text: Any, limit: int = 120) -> str:

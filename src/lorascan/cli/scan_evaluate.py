@@ -56,7 +56,7 @@ def command(labels: str, records: str, hold: str, folds: int, n_boot: int, recov
         from lorascan.scan.recovery import recovery as token_recovery
 
         rec["recovery"] = token_recovery(labels, records, progress=not quiet)
-    con = console()
+    con = console(width=150)
     con.print(f"{rec['n_clean']} clean, {rec['n_poisoned']} poisoned ({rec['n_effective']} effective), "
               f"families: {', '.join(safe(f, 30) for f in rec['families'])}")
     t = Table(title="decision scores (in-sample AUC, threshold-free)")
@@ -70,8 +70,8 @@ def command(labels: str, records: str, hold: str, folds: int, n_boot: int, recov
             con.print(f"held out by {key}: skipped ({safe(h['skipped'])})")
             continue
         t = Table(title=f"fused verdict, held out by {key} ({h['folds']} clean folds)")
-        for col in (key, "poisoned", "effective", "recall review", "recall block", "eff. recall review",
-                    "eff. recall block", "clean FPR review", "clean FPR block", "AUC levels (eff.)"):
+        for col in (key, "poisoned", "effective", "recall >= review", "recall block", "effective >= review",
+                    "effective block", "clean FPR review", "clean FPR block", "AUC levels (effective)"):
             t.add_column(col)
         for g in [*h["groups"], {"group": "pooled", **h["pooled"]}]:
             t.add_row(safe(g["group"], 30), str(g["n_poisoned"]), str(g["n_effective"]), _fmt(g["recall_review"]),

@@ -38,6 +38,7 @@ from lorascan.detect.jsonfile import read_json_untrusted
 from lorascan.detect.verdict import LEVELS, Judgement, combine, judge
 from lorascan.errors import DataError, UsageError
 from lorascan.records import record_header
+from lorascan.scan.pipeline import DEFAULT_DETECTORS
 
 HOLD_KEYS = ("family", "rank")
 MIN_FOLDS = 2
@@ -210,9 +211,11 @@ def _judge_member(rec: dict[str, Any], profiles: Mapping[str, Any], detectors: S
 
 
 def held_out(members: Sequence[Labelled], records: Mapping[str, dict[str, Any]], key: str, *, folds: int = 3,
-             n_boot: int = 500, seed: int = 0, learn: bool = True) -> dict[str, Any]:
+             n_boot: int = 500, seed: int = 0, learn: bool = True,
+             fused: Sequence[str] = DEFAULT_DETECTORS) -> dict[str, Any]:
     """Leave-one-group-out judgement of every adapter (module docstring): per group and pooled.
-    ``learn``: the weights profile's logistic regression is fitted on each training split too."""
+    ``learn``: the weights profile's logistic regression is fitted on each training split too;
+    ``fused``: the detectors whose judgements make the verdict (``lorascan scan``'s defaults)."""
     from lorascan.scan.calibrate import profiles_from_rows
 
     if key not in HOLD_KEYS:
@@ -227,7 +230,8 @@ def held_out(members: Sequence[Labelled], records: Mapping[str, dict[str, Any]],
     folds = max(MIN_FOLDS, min(folds, len(clean)))
     clean_folds = _folds(clean, folds, seed)
     base = next(iter(records.values()))["base"]["name"]
-    detectors = sorted({r["detector"] for rec in records.values() for r in rec["detectors"]})
+    present = {r["detector"] for rec in records.values() for r in rec["detectors"]}
+    detectors = [d for d in fused if d in present]  # the scan's verdict, not the baselines beside it
     rows = {m.name: records[m.name]["detectors"] for m in members}
     families = {m.name: m.family for m in members} if learn else None
     judged: list[dict[str, Any]] = []
@@ -245,7 +249,7 @@ def held_out(members: Sequence[Labelled], records: Mapping[str, dict[str, Any]],
                                  "fold": f, "level": level, "detectors": by_detector})
         judged += out_rows
         per_group.append({"group": group, **_level_metrics(out_rows, n_boot, seed)})
-    return {"key": key, "folds": folds, "groups": per_group, "pooled": _level_metrics(judged, n_boot, seed),
+    return {"key": key, "folds": folds, "detectors": detectors, "groups": per_group, "pooled": _level_metrics(judged, n_boot, seed),
             "judged": judged}
 
 
