@@ -69,11 +69,17 @@ def profiles_from_rows(members: Sequence[CohortMember], rows: dict[str, list[dic
         scores = [{k: v for k, v in r["scores"].items() if k != WEIGHTS_LR} for _, r in ok]
         decision, model = det.decision, None
         if name == "weights" and groups is not None:
-            model, oof = fit_linear(WEIGHTS_LR, scores, [m.label for m, _ in ok], [groups.get(m.name) for m, _ in ok])
-            scores = [{**s, WEIGHTS_LR: v} for s, v in zip(scores, oof)]
-            decision = (WEIGHTS_LR,)
-            notes = [*notes, f"{WEIGHTS_LR}: L2 logistic regression over {len(model.features)} weight scores, "
-                             f"C = {model.C:g} by family-grouped CV (AUC {model.cv_auc:.3f}); x"]
+            try:
+                model, oof = fit_linear(WEIGHTS_LR, scores, [m.label for m, _ in ok],
+                                        [groups.get(m.name) for m, _ in ok])
+            except DataError as err:  # too small a cohort to learn from: the paper's score decides
+                notes = [*notes, f"{WEIGHTS_LR} not fitted: {err}"]
+            else:
+                scores = [{**s, WEIGHTS_LR: v} for s, v in zip(scores, oof)]
+                decision = (WEIGHTS_LR,)
+                notes = [*notes, f"{WEIGHTS_LR}: L2 logistic regression over {len(model.features)} weight scores, "
+                                 f"C = {model.C:g} by family-grouped CV log-loss (AUC {model.cv_auc:.3f}); the "
+                                 f"cohort's {WEIGHTS_LR} scores are out-of-fold"]
         cohort = CohortScores(tuple(m.name for m, _ in ok), tuple(m.label for m, _ in ok), tuple(scores))
         profile = calibrate(cohort, detector=name, view="scan", base_model=base, conditions=conditions,
                             decision=decision, n_boot=n_boot, seed=seed, direction=det.direction,
