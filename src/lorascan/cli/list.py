@@ -19,7 +19,7 @@ def command() -> None:
     click.echo("detectors:")
     for name in registry.names():
         det = registry.create(name)
-        click.echo(f"  {name:<12} cost {det.cost:<4} {det.summary}")
+        click.echo(f"  {name:<14} cost {det.cost:<4} {det.summary}")
     click.echo("batteries:")
     for name in builtin_batteries():
         b = load_battery(name)
