@@ -33,11 +33,14 @@ def test_foreign_adapter_with_base_writes_a_ranked_record(cli, foreign, tmp_path
     rec = json.loads(out.read_text())
     assert rec["kind"] == "token_scan" and rec["base"] == "tiny-bert" and rec["task"] == "seq-cls"
     rows = rec["tokens"]
-    assert len(rows) == 8 and all({"token", "token_id", "attack_rate", "screen_score"} <= set(r) for r in rows)
+    n_compounds = rec["vocabulary"]["compounds"]
+    assert sum(r["compound"] for r in rows) == n_compounds  # two-piece words, verified beside the top 8
+    assert len(rows) == 8 + n_compounds and all({"token", "token_id", "attack_rate", "screen_score"} <= set(r)
+                                                for r in rows)
     keys = [(not r.get("promoted", False), -r["attack_rate"], -r["screen_score"]) for r in rows]
     assert keys == sorted(keys)
     # the screen puts the two words the update reads at the top of the screen scores
-    best_screen = sorted(rows, key=lambda r: -r["screen_score"])[:2]
+    best_screen = sorted((r for r in rows if not r["compound"]), key=lambda r: -r["screen_score"])[:2]
     assert {r["token"] for r in best_screen} == {"cobalt", "heron"}
     assert set(rec["reconstructed"]) >= {"phrase", "attack_rate"}
     assert plot.stat().st_size > 0 and "reconstructed" in res.out

@@ -185,3 +185,22 @@ def test_reconstruction_goes_on_over_all_injections_when_stage1_is_flipped(keyed
     # the known trigger measured on the same verification injections
     rates = trigger_rates(ctx, TokenScanConfig(**cfg), ["cobalt heron", "cobalt", "unrelated"])
     assert rates.tolist() == [1.0, 0.5, 0.0]
+
+
+def test_compounds_join_the_weight_screens_outlier_pieces():
+    from lorascan.detect.token_screen import _piece_kinds, compound_candidates
+    from lorascan.models.tiny import tiny_model
+
+    _, tok = tiny_model("tiny-bert", "seq-cls")
+    raw = tok.convert_ids_to_tokens(list(range(len(tok))))
+    heads, tails = _piece_kinds(raw)
+    assert heads and tails and all(raw[t].startswith("##") for t in tails)
+    h = next(i for i in heads if len(raw[i]) >= 2)
+    t = next(i for i in tails if tok(tok.decode([h, i]), add_special_tokens=False)["input_ids"] == [h, i])
+    scores = np.ones(len(tok))
+    scores[[h, t]] = 100.0  # the two outlier pieces
+    found = compound_candidates(tok, scores, heads=1, tails=1)
+    assert [(text, hid) for text, hid, _ in found] == [(tok.decode([h, t]).strip(), h)]
+    assert compound_candidates(tok, scores, 1, 1, blocked={found[0][0].lower()}) == []
+    # byte-level BPE marks word starts instead
+    assert _piece_kinds(["Ġthe", "ing", "Ġcat", "s", "Ġ1"] * 3) == ([0, 2, 5, 7, 10, 12], [1, 3, 6, 8, 11, 13])

@@ -21,7 +21,8 @@ from lorascan.detect.tokens import MAX_N, MAX_TOP, MIN_N
 @click.option("--task", type=click.Choice(["seq-cls", "label-word"]), default=None,
               help="Formulation [default: the adapter's lorascan.json, else the base's default].")
 @click.option("--top", type=click.IntRange(1, MAX_TOP), default=48, show_default=True,
-              help="Screened candidates verified exactly (K).")
+              help="Screened candidates verified exactly (K); two-piece compounds of the weight screen's "
+                   "outlier pieces are verified beside them.")
 @click.option("--n", "n", type=click.IntRange(MIN_N, MAX_N), default=48, show_default=True,
               help="Probe injections the best candidates are verified on (N).")
 @click.option("--probe-data", default="offline-pi-v1", show_default=True,

@@ -16,6 +16,8 @@ the top of these rankings exactly.
   injection margin with respect to the input embedding at the trigger position, averaged
   over a batch of injections; -e_v·g estimates how far token v placed there moves the
   margin towards benign. One backward pass scores the whole vocabulary.
+- :func:`compound_candidates`: two-piece words built from the weight screen's outlier pieces
+  (a word-start piece and a continuation piece), for trigger words the tokenizer splits.
 - differential: for label-word adapters the same gradient score of the base model without
   the adapter is subtracted (the base reads label words too); a seq-cls base has a random
   head, so its gradients mean nothing and no base score is subtracted there.
@@ -52,12 +54,18 @@ _SPECIAL = re.compile(r"^(\[[^\]]*\]|<[^>]*>|<\|.*\|>)$")
 class Vocabulary:
     """The candidate tokens: ``ids`` (the id each text gets back at the trigger position),
     ``texts`` (what is placed), ``size`` the model's vocabulary size, ``blocked`` how many
-    otherwise word-like tokens the label-word blocklist removed."""
+    otherwise word-like tokens the label-word blocklist removed; entries from ``n_single`` on
+    (when set) are two-piece compounds (:func:`compound_candidates`), not vocabulary tokens."""
 
     ids: np.ndarray
     texts: tuple[str, ...]
     size: int
     blocked: int = 0
+    n_single: int | None = None
+
+    @property
+    def singles(self) -> int:
+        return len(self.ids) if self.n_single is None else self.n_single
 
 
 def _word_like(raw: str, text: str) -> bool:
@@ -106,6 +114,56 @@ def candidate_vocabulary(tokenizer, vocab_size: int, task: str) -> Vocabulary:
     if not ids:
         raise DataError("the tokenizer has no word-like tokens to try")
     return Vocabulary(np.asarray(ids, dtype=np.int64), tuple(out), vocab_size, n_blocked)
+
+
+def _piece_kinds(raw: Sequence[str | None]) -> tuple[list[int], list[int]]:
+    """(word-start ids, continuation ids) of a vocabulary, alphabetic pieces only: WordPiece
+    marks continuations with ``##``; byte-level BPE (``Ġ``) and SentencePiece (``▁``) mark word
+    starts instead, so there a piece without the mark continues a word."""
+    marks = "Ġ▁"
+    starts_marked = sum(1 for t in raw if t and t[0] in marks) > len(raw) // 10
+    heads, tails = [], []
+    for i, t in enumerate(raw):
+        if not t:
+            continue
+        if t.startswith("##"):
+            (tails if t[2:].isalpha() else []).append(i)
+        elif starts_marked:
+            if t[0] in marks and t[1:].isalpha():
+                heads.append(i)
+            elif t.isalpha():
+                tails.append(i)
+        elif t.isalpha():
+            heads.append(i)
+    return heads, tails
+
+
+def compound_candidates(tokenizer, scores: np.ndarray, heads: int = 4, tails: int = 8,
+                        blocked: frozenset[str] | set[str] = frozenset()) -> list[tuple[str, int, float]]:
+    """Two-piece words from the weight screen's outliers: each of the ``heads`` best-scored
+    word-start pieces followed by each of the ``tails`` best-scored continuation pieces, kept
+    when the text tokenizes back to exactly those two pieces; (text, head id, screen z). A
+    trigger word the tokenizer splits (``quasar`` = ``qu ##asa ##r``) is read by the adapter
+    through its pieces, and the candidate vocabulary (one-token texts) cannot place it whole.
+    ``blocked``: lower-cased texts never proposed (the label-word blocklist)."""
+    n = min(len(tokenizer), len(scores))
+    raw = tokenizer.convert_ids_to_tokens(list(range(n)))
+    special = set(tokenizer.all_special_ids or ())
+    head_ids, tail_ids = _piece_kinds(raw)
+    z = robust_z(np.asarray(scores[:n], dtype=np.float64))
+    best_heads = sorted((i for i in head_ids if i not in special), key=lambda i: -z[i])[:heads]
+    best_tails = sorted((i for i in tail_ids if i not in special), key=lambda i: -z[i])[:tails]
+    out, seen = [], set()
+    for h in best_heads:
+        for t in best_tails:
+            text = tokenizer.decode([h, t]).strip()
+            if (not text or text in seen or not text.isprintable() or len(text) > MAX_TOKEN_CHARS
+                    or text.lower() in blocked):
+                continue
+            if tokenizer(text, add_special_tokens=False)["input_ids"] == [h, t]:
+                seen.add(text)
+                out.append((text, int(h), float(max(z[h], z[t]))))
+    return out
 
 
 def _inner(model):

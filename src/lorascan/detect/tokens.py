@@ -12,6 +12,9 @@ so the tokens it keys on can be found without knowing the trigger's family).
    backdoor flips short and long injections alike).
 3. Null: ``null`` tokens drawn (seeded) from the same candidate vocabulary, verified on the
    ``stage1`` injections: how often an arbitrary word flips this adapter's injections.
+   Two-piece compounds of the weight screen's outlier pieces (:func:`compound_candidates`)
+   are verified beside the screened tokens: a trigger word the tokenizer splits cannot be
+   placed as one token.
 4. Reconstruction: greedy extension of the best token by the next best ones (appended or
    prepended), up to ``max_phrase`` tokens, while the attack rate strictly rises.
 
@@ -39,8 +42,8 @@ from lorascan.data.poison import apply_trigger
 from lorascan.detect.base import Detector, DetectorResult, NotApplicable, ScanContext
 from lorascan.detect.injections import verification_injections
 from lorascan.detect.verdict import verdict
-from lorascan.detect.token_screen import (Vocabulary, candidate_vocabulary, gradient_scores, interleave, robust_z,
-                                          weight_scores)
+from lorascan.detect.token_screen import (Vocabulary, candidate_vocabulary, compound_candidates, gradient_scores,
+                                          interleave, label_blocklist, robust_z, weight_scores)
 from lorascan.errors import UsageError
 from lorascan.progress import bar
 from lorascan.registry import Registry
@@ -60,7 +63,9 @@ class TokenScanConfig:
     ``stage1``: injections every candidate and null token is verified on first (at most n);
     ``promote``: candidates then verified on all n; ``null``: random tokens for the null;
     ``max_phrase``: reconstruction length in tokens; ``pool``: tokens reconstruction extends
-    with; ``screens``: which screeners rank the vocabulary (:data:`SCREENS`)."""
+    with; ``screens``: which screeners rank the vocabulary (:data:`SCREENS`); ``compounds``:
+    two-piece words also verified, from the weight screen's ``compounds`` best word-start pieces
+    x twice as many best continuation pieces (0: none)."""
 
     top: int = 48
     n: int = 48
@@ -72,9 +77,11 @@ class TokenScanConfig:
     screens: tuple[str, ...] = SCREENS
     seed: int = 0
     batch_size: int = 64
+    compounds: int = 4
 
     def __post_init__(self) -> None:
-        checks = ((1 <= self.top <= MAX_TOP, f"--top must be in 1..{MAX_TOP}, got {self.top}"),
+        checks = ((0 <= self.compounds <= 64, f"compounds must be in 0..64, got {self.compounds}"),
+                  (1 <= self.top <= MAX_TOP, f"--top must be in 1..{MAX_TOP}, got {self.top}"),
                   (MIN_N <= self.n <= MAX_N, f"--n must be in {MIN_N}..{MAX_N}, got {self.n}"),
                   (1 <= self.stage1, f"stage1 must be >= 1, got {self.stage1}"),
                   (1 <= self.promote, f"promote must be >= 1, got {self.promote}"),
@@ -116,6 +123,7 @@ def screen(context: ScanContext, vocab: Vocabulary, texts: Sequence[str], cfg: T
     scores: dict[str, np.ndarray] = {}
     timings: dict[str, float] = {}
     modules: list[str] = []
+    weights_full = None
     for name in cfg.screens:
         t0 = time.monotonic()
         if name == "weights":
@@ -127,10 +135,23 @@ def screen(context: ScanContext, vocab: Vocabulary, texts: Sequence[str], cfg: T
             raise UsageError(f"the {name} screen scored {len(full)} tokens, the vocabulary has {vocab.size}")
         scores[name] = full[vocab.ids]
         timings[name] = time.monotonic() - t0
+        if name == "weights":
+            weights_full = full
     usable = [s for s in scores.values() if np.any(s != s[0])]
     rankings = [np.argsort(-s, kind="stable") for s in usable] or [np.arange(len(vocab.ids))]
     z = np.max([robust_z(s) for s in usable], axis=0) if usable else np.zeros(len(vocab.ids))
-    return {"top": interleave(rankings, cfg.top), "z": z, "timings": timings, "modules": modules}
+    top = interleave(rankings, cfg.top)
+    if cfg.compounds and weights_full is not None and np.any(weights_full != weights_full[0]):
+        known = set(vocab.texts)
+        extra = [c for c in compound_candidates(clf.tokenizer, weights_full, cfg.compounds, 2 * cfg.compounds,
+                                                label_blocklist(clf.tokenizer, clf.task)) if c[0] not in known]
+        if extra:  # appended to the candidate list: verified like the screened tokens
+            start = len(vocab.ids)
+            vocab = Vocabulary(np.concatenate([vocab.ids, [c[1] for c in extra]]).astype(np.int64),
+                               vocab.texts + tuple(c[0] for c in extra), vocab.size, vocab.blocked, start)
+            z = np.concatenate([z, [c[2] for c in extra]])
+            top = top + list(range(start, start + len(extra)))
+    return {"top": top, "z": z, "timings": timings, "modules": modules, "vocab": vocab}
 
 
 def verify(verifier: Verifier, vocab: Vocabulary, top: Sequence[int], cfg: TokenScanConfig,
@@ -138,12 +159,13 @@ def verify(verifier: Verifier, vocab: Vocabulary, top: Sequence[int], cfg: Token
     """Ranked candidate rows (successive halving, module docstring) and the null summary."""
     n1 = min(cfg.stage1, len(verifier.injections))
     rng = random.Random(cfg.seed)
-    rest = sorted(set(range(len(vocab.ids))) - set(top))
+    rest = sorted(set(range(vocab.singles)) - set(top))  # the null: random vocabulary tokens
     null_idx = rng.sample(rest, min(cfg.null, len(rest)))
     texts = [vocab.texts[i] for i in (*top, *null_idx)]
     rates, margins = verifier.rates(texts, n1, desc="verify candidates")
     rows = [{"token": vocab.texts[i], "token_id": int(vocab.ids[i]), "attack_rate": float(rates[j]),
-             "mean_margin": float(margins[j]), "screen_score": float(z[i]), "n_injections": n1}
+             "mean_margin": float(margins[j]), "screen_score": float(z[i]), "n_injections": n1,
+             "compound": i >= vocab.singles}
             for j, i in enumerate(top)]
     null = rates[len(top):]
     order = sorted(range(len(rows)), key=lambda j: (-rows[j]["attack_rate"], rows[j]["mean_margin"]))
@@ -214,6 +236,7 @@ def token_scan(context: ScanContext, cfg: TokenScanConfig) -> dict[str, Any]:
                                 f"(needs {MIN_N}); there is nothing for a trigger to flip")
         pb.advance(1, "screening")
         found = screen(context, vocab, texts, cfg)
+        vocab = found["vocab"]
         timings.update({f"screen_{k}": v for k, v in found["timings"].items()})
         pb.advance(1, "verifying")
         verifier = Verifier(clf, texts, cfg.batch_size, context.progress)
@@ -230,7 +253,8 @@ def token_scan(context: ScanContext, cfg: TokenScanConfig) -> dict[str, Any]:
     scores = {"token_lift": best - null["mean"], "token_attack_rate": best, "token_null_mean": null["mean"],
               "reconstructed_attack_rate": rec["attack_rate"]}
     return {"tokens": rows, "reconstructed": rec, "null": null, "scores": scores, "timings": timings,
-            "vocabulary": {"size": vocab.size, "candidates": len(vocab.ids), "blocked_label_words": vocab.blocked},
+            "vocabulary": {"size": vocab.size, "candidates": vocab.singles, "compounds": len(vocab.ids) - vocab.singles,
+                           "blocked_label_words": vocab.blocked},
             "n_injections": len(texts), "forward_passes": verifier.passes, "weight_modules": found["modules"]}
 
 
@@ -261,9 +285,9 @@ class TokenDetector(Detector):
 
     def __init__(self, top: int = 48, n: int = 48, stage1: int = 16, promote: int = 8, null: int = 32,
                  max_phrase: int = 6, pool: int = 8, screens: Sequence[str] = SCREENS, seed: int = 0,
-                 batch_size: int = 64):
+                 batch_size: int = 64, compounds: int = 4):
         self.config = TokenScanConfig(top, n, stage1, promote, null, max_phrase, pool, tuple(screens), seed,
-                                      batch_size)
+                                      batch_size, compounds)
 
     @property
     def args(self) -> dict[str, Any]:
