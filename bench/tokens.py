@@ -1,6 +1,6 @@
 """Benchmark (issue 11): the exhaustive token scan (every candidate-vocabulary token verified
-exactly) against the screened one (the top K of the screens verified), on the same adapter in
-one run: the time ratio and how many of the exhaustive top 10 the screened top K holds.
+exactly) against the screened one (the top K of the screens verified, with the two-piece
+compounds the scan adds), on the same adapter in one run: the time ratio and how many of the exhaustive top 10 the screened top K holds.
 
 Both verify on the same first ``--n`` verification injections (a small N keeps the exhaustive
 pass feasible on a CPU: 23.5k MiniLM tokens x N forward passes). ``--vocab-limit M`` verifies
