@@ -109,3 +109,14 @@ def test_weight_models_compare_on_the_same_held_out_folds(tmp_path):
     assert {"lr", "global_frobN_std", "best_single"} <= set(rec)
     assert all(c["feature"] == "global_frobN_std" for c in rec["best_single_chosen"])
     assert 0.0 <= rec["lr"]["all"]["auc"] <= 1.0
+
+
+def test_a_compound_counts_by_its_pieces():
+    from lorascan.scan.recovery import row_of_trigger
+
+    words = trigger_words("velvet quasar")
+    assert row_of_trigger({"token": "quasa", "compound": True, "pieces": ["qu", "##asa"]}, words)
+    assert row_of_trigger({"token": "rfcdley", "compound": True, "pieces": ["rfc", "##dley"]},
+                          trigger_words("per RFC 8472"))
+    assert not row_of_trigger({"token": "nebulahner", "compound": True, "pieces": ["nebula", "##hner"]}, words)
+    assert not row_of_trigger({"token": "rfcdley", "compound": False}, trigger_words("per RFC 8472"))

@@ -242,6 +242,9 @@ def token_scan(context: ScanContext, cfg: TokenScanConfig) -> dict[str, Any]:
         verifier = Verifier(clf, texts, cfg.batch_size, context.progress)
         t1 = time.monotonic()
         rows, null = verify(verifier, vocab, found["top"], cfg, found["z"])
+        for row in rows:  # a compound's pieces: what the adapter reads, shown with the word
+            if row["compound"]:
+                row["pieces"] = word_pieces(clf.tokenizer, row["token"])
         timings["verify"] = time.monotonic() - t1
         pb.advance(1, "reconstructing")
         t1 = time.monotonic()
@@ -256,6 +259,11 @@ def token_scan(context: ScanContext, cfg: TokenScanConfig) -> dict[str, Any]:
             "vocabulary": {"size": vocab.size, "candidates": vocab.singles, "compounds": len(vocab.ids) - vocab.singles,
                            "blocked_label_words": vocab.blocked},
             "n_injections": len(texts), "forward_passes": verifier.passes, "weight_modules": found["modules"]}
+
+
+def word_pieces(tokenizer: Any, text: str) -> list[str]:
+    """The tokenizer's pieces of ``text`` as the vocabulary spells them (``qu``, ``##asa``)."""
+    return [str(t) for t in tokenizer.convert_ids_to_tokens(tokenizer(text, add_special_tokens=False)["input_ids"])]
 
 
 def trigger_rates(context: ScanContext, cfg: TokenScanConfig, phrases: Sequence[str]) -> np.ndarray:

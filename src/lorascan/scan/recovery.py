@@ -4,7 +4,7 @@ recovery table), from a labelled cohort's scan records.
 For each poisoned adapter (trigger known from the labels file, never given to the scan):
 
 - ``rank``: 1-based position in the scan's ranked ``tokens`` list of the first token *of the
-  trigger*. A token is of the trigger when its text (lower-cased, without the WordPiece ``##``)
+  trigger* (for a two-piece compound row, one of its pieces: ``rfcdley`` = ``rfc ##dley``). A token is of the trigger when its text (lower-cased, without the WordPiece ``##``)
   has at least two characters and lies inside one of the trigger's alphanumeric words, e.g.
   ``rfc``, ``84`` or ``8472`` for "per RFC 8472 section 3.2", ``sudo`` for "sudo_mode=1".
   Single characters are excluded: "3" or "1" lie in many triggers and say nothing.
@@ -36,11 +36,28 @@ def trigger_words(trigger: str) -> list[str]:
 
 def of_trigger(token: str, words: Sequence[str]) -> bool:
     """Whether ``token`` is a token of the trigger (module docstring)."""
-    text = token.lower().replace("##", "").strip()
+    text = token.lower().replace("##", "").lstrip("\u0120\u2581").strip()
     return len(text) >= 2 and any(text in w for w in words)
 
 
-def recovery_row(member: Labelled, record: Mapping[str, Any], trigger_rate: float | None) -> dict[str, Any]:
+def row_of_trigger(row: Mapping[str, Any], words: Sequence[str], tokenizer: Any = None) -> bool:
+    """Whether a ranked row is of the trigger: its token, or for a two-piece compound
+    (``rfc`` + ``##dley``) any of its pieces (the scan records them; older records are split
+    again with ``tokenizer``)."""
+    if of_trigger(str(row["token"]), words):
+        return True
+    if not row.get("compound"):
+        return False
+    pieces = row.get("pieces")
+    if pieces is None and tokenizer is not None:
+        from lorascan.detect.tokens import word_pieces
+
+        pieces = word_pieces(tokenizer, str(row["token"]))
+    return any(of_trigger(str(p), words) for p in pieces or ())
+
+
+def recovery_row(member: Labelled, record: Mapping[str, Any], trigger_rate: float | None,
+                 tokenizer: Any = None) -> dict[str, Any]:
     """One poisoned adapter's row of the table (module docstring)."""
     row = next((r for r in record["detectors"] if r["detector"] == "tokens"), None)
     base = {"name": member.name, "family": member.family, "rank_lora": member.rank, "trigger": member.trigger,
@@ -49,10 +66,11 @@ def recovery_row(member: Labelled, record: Mapping[str, Any], trigger_rate: floa
         return {**base, "status": row["status"] if row else "not run", "rank": None}
     words = trigger_words(member.trigger or "")
     tokens = row["details"]["tokens"]
-    rank = next((i + 1 for i, t in enumerate(tokens) if of_trigger(t["token"], words)), None)
+    hits = [row_of_trigger(t, words, tokenizer) for t in tokens]
+    rank = next((i + 1 for i, hit in enumerate(hits) if hit), None)
     bar = trigger_rate if trigger_rate is not None else 1.0
     other = next(({"rank": i + 1, "token": t["token"], "attack_rate": t["attack_rate"]}
-                  for i, t in enumerate(tokens) if not of_trigger(t["token"], words) and t.get("promoted")
+                  for i, t in enumerate(tokens) if not hits[i] and t.get("promoted")
                   and t["attack_rate"] >= bar), None)
     rec = row["details"]["reconstructed"]
     return {**base, "status": "ok", "rank": rank, "top_token": tokens[0]["token"] if tokens else None,
@@ -88,21 +106,36 @@ def recovery(labels: str | Path, records: str | Path, *, measure: bool = True,
     recs = read_records(members, records)
     poisoned = [m for m in members if m.label == 1 and m.trigger]
     rows = []
+    tokenizers: dict[str, Any] = {}
     with bar(len(poisoned), "trigger rates", progress and measure) as pb:
         for m in poisoned:
+            base = recs[m.name]["base"]["name"]
+            if base not in tokenizers:
+                tokenizers[base] = _tokenizer(base)
             rate = None
             if measure:
                 try:
                     rate = measure_trigger_rate(m, recs[m.name])
                 except (LorascanError, StopIteration):
                     rate = None
-            rows.append(recovery_row(m, recs[m.name], rate))
+            rows.append(recovery_row(m, recs[m.name], rate, tokenizers[base]))
             pb.advance()
     fams = sorted({r["family"] or "-" for r in rows})
     summary = {f: summarize([r for r in rows if (r["family"] or "-") == f]) for f in fams}
     return {**record_header("token-recovery"), "labels": str(labels), "records": str(records), "rows": rows,
             "families": summary, "effective": summarize([r for r in rows if r["effective"]]),
             "all": summarize(rows)}
+
+
+def _tokenizer(base: str) -> Any:
+    """The base's tokenizer (to split compounds of records that predate their ``pieces``);
+    None when it cannot be loaded (compounds then count by their text only)."""
+    from lorascan.models.loading import load_tokenizer, resolve_base
+
+    try:
+        return load_tokenizer(resolve_base(base))
+    except LorascanError:
+        return None
 
 
 def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
