@@ -46,7 +46,8 @@ def write_cohort(tmp_path: Path, blind_family: str | None = None) -> tuple[Path,
         word = max(trigger_words(trigger), key=len) if trigger else "winery"
         tokens = [{"token": "winery", "attack_rate": 0.2, "promoted": True},
                   {"token": word, "attack_rate": lift, "promoted": True}]
-        (records / record_name(str(path))).write_text(json.dumps(_record(lift, 0.001 * (j % 5), tokens)))
+        rec = {**_record(lift, 0.001 * (j % 5), tokens), "adapter": {"path": str(path)}}
+        (records / record_name(str(path))).write_text(json.dumps(rec))
         labels.append({"path": f"runs/{name}/adapter", "label": label, "family": family or "clean",
                        "rank": 16 if j % 2 else 8, "trigger": trigger, "attack_success_rate": 1.0 if label else 0.0,
                        "effective": True if label else None})
@@ -120,3 +121,15 @@ def test_a_compound_counts_by_its_pieces():
                           trigger_words("per RFC 8472"))
     assert not row_of_trigger({"token": "nebulahner", "compound": True, "pieces": ["nebula", "##hner"]}, words)
     assert not row_of_trigger({"token": "rfcdley", "compound": False}, trigger_words("per RFC 8472"))
+
+
+def test_records_copied_away_from_their_adapters_are_found_by_run(tmp_path):
+    labels, scans = write_cohort(tmp_path)
+    copied = tmp_path / "results" / "records"
+    copied.mkdir(parents=True)
+    for i, f in enumerate(sorted((scans / "records").iterdir())):  # other file names
+        (copied / f"r{i}.json").write_text(f.read_text())
+    members = read_labelled(labels)
+    got = read_records(members, tmp_path / "results")
+    assert len(got) == 21 and all(r["adapter"]["path"].endswith(m.member.path.parent.name + "/adapter")
+                                  for m, r in ((m, got[m.name]) for m in members))

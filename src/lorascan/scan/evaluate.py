@@ -24,7 +24,6 @@ Figures (``+``: poisoned higher, the registered direction of each detector's dec
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,19 +88,40 @@ def _str_or_none(value: Any) -> str | None:
 
 
 def read_records(members: Sequence[Labelled], records: str | Path) -> dict[str, dict[str, Any]]:
-    """``{member name: scan record}`` from a batch folder; every member must have an ok record."""
+    """``{member name: scan record}`` from a batch folder; every member must have an ok record.
+    A record is found by the batch's own file name for the member's path, else by the last two
+    parts of the adapter path it records (``<run id>/adapter``), so a cohort's records copied
+    into ``results/`` evaluate without the adapters beside them."""
     from lorascan.scan.batch import record_name
 
+    folder = Path(records) / "records"
+    by_tail: dict[tuple[str, ...], Path] | None = None
     out = {}
     for m in members:
-        path = Path(records) / "records" / record_name(str(m.member.path))
+        path = folder / record_name(str(m.member.path))
+        if not path.is_file():
+            if by_tail is None:
+                by_tail = _records_by_tail(folder)
+            path = by_tail.get(Path(m.member.path).parts[-2:], path)
         if not path.is_file():
             raise DataError(f"{records}: no scan record for {m.name}; scan the cohort first "
                             f"(lorascan scan-calibrate COHORT --records {records} ...)")
-        rec = json.loads(path.read_text("utf-8"))
-        if rec.get("status") != "ok":
-            raise DataError(f"cohort adapter {m.name} was not scanned: {str(rec.get('error'))[:200]}")
+        rec = read_json_untrusted(path, "scan record")
+        if not isinstance(rec, dict) or rec.get("status") != "ok":
+            error = rec.get("error") if isinstance(rec, dict) else "not a scan record"
+            raise DataError(f"cohort adapter {m.name} was not scanned: {str(error)[:200]}")
         out[m.name] = rec
+    return out
+
+
+def _records_by_tail(folder: Path) -> dict[tuple[str, ...], Path]:
+    out: dict[tuple[str, ...], Path] = {}
+    for f in sorted(folder.glob("*.json")) if folder.is_dir() else ():
+        try:
+            rec = read_json_untrusted(f, "scan record")
+            out[Path(str(rec["adapter"]["path"])).parts[-2:]] = f
+        except (DataError, KeyError, TypeError):
+            continue
     return out
 
 
