@@ -33,9 +33,10 @@ def _auc(a) -> str:
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
               help="Also tabulate the token scan's trigger recovery (loads each poisoned adapter once).")
 @click.option("--json", "json_out", default=None, metavar="OUT", help="Write the evaluation record here.")
+@click.option("--markdown", "md_out", default=None, metavar="OUT.md", help="Write the tables as Markdown here.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def command(labels: str, records: str, hold: str, folds: int, n_boot: int, recovery: bool, json_out: str | None,
-            quiet: bool) -> None:
+            md_out: str | None, quiet: bool) -> None:
     """Measure the scan on LABELS (a labels file from 'lorascan sweep report': label, family,
     rank, effective) using the scan records in --records: AUC of every decision score on all
     and on effective backdoors, and held-out recall / false-positive rates of the fused verdict
@@ -50,7 +51,7 @@ def command(labels: str, records: str, hold: str, folds: int, n_boot: int, recov
     bad = [k for k in keys if k not in HOLD_KEYS]
     if bad:
         raise UsageError(f"--hold: unknown key {bad[0]!r} (use {', '.join(HOLD_KEYS)})")
-    check_output_paths(json_out)
+    check_output_paths(json_out, md_out)
     rec = evaluate(labels, records, hold=keys, folds=folds, n_boot=n_boot)
     if recovery:
         from lorascan.scan.recovery import recovery as token_recovery
@@ -90,3 +91,9 @@ def command(labels: str, records: str, hold: str, folds: int, n_boot: int, recov
     if json_out:
         write_json_atomic(json_out, rec)
         con.print(f"wrote {safe(json_out)}")
+    if md_out:
+        from lorascan.records import write_text_atomic
+        from lorascan.report.evaluation import markdown
+
+        write_text_atomic(md_out, markdown(rec))
+        con.print(f"wrote {safe(md_out)}")
