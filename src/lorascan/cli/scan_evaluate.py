@@ -52,11 +52,7 @@ def command(labels: str, records: str, hold: str, folds: int, n_boot: int, recov
     if bad:
         raise UsageError(f"--hold: unknown key {bad[0]!r} (use {', '.join(HOLD_KEYS)})")
     check_output_paths(json_out, md_out)
-    rec = evaluate(labels, records, hold=keys, folds=folds, n_boot=n_boot)
-    if recovery:
-        from lorascan.scan.recovery import recovery as token_recovery
-
-        rec["recovery"] = token_recovery(labels, records, progress=not quiet)
+    rec = evaluate(labels, records, hold=keys, folds=folds, n_boot=n_boot, recovery=recovery, progress=not quiet)
     con = console(width=150)
     con.print(f"{rec['n_clean']} clean, {rec['n_poisoned']} poisoned ({rec['n_effective']} effective), "
               f"families: {', '.join(safe(f, 30) for f in rec['families'])}")

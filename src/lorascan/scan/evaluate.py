@@ -189,7 +189,8 @@ def weight_models(members: Sequence[Labelled], records: Mapping[str, dict[str, A
         chosen.append({"feature": best[0], "direction": best[1], "train_auc": best[2],
                        "held_out": sorted({str(have[i].family) for i in test if labels[i] == 1})})
         for i in test:
-            out["lr"][i] = model.score(rows[i]) if model.score(rows[i]) is not None else np.nan
+            p = model.score(rows[i])
+            out["lr"][i] = np.nan if p is None else p
             out["global_frobN_std"][i] = rows[i].get("global_frobN_std", np.nan)
             v = rows[i].get(best[0])
             out["best_single"][i] = np.nan if v is None else (v if best[1] == "+" else -v)
@@ -296,8 +297,10 @@ def _level_metrics(rows: Sequence[Mapping[str, Any]], n_boot: int, seed: int) ->
 
 
 def evaluate(labels: str | Path, records: str | Path, *, hold: Sequence[str] = HOLD_KEYS, folds: int = 3,
-             n_boot: int = 2000, seed: int = 0) -> dict[str, Any]:
-    """The evaluation record (module docstring) of a labelled cohort's scan records."""
+             n_boot: int = 2000, seed: int = 0, recovery: bool = False, progress: bool = False) -> dict[str, Any]:
+    """The evaluation record (module docstring) of a labelled cohort's scan records; with
+    ``recovery``, the token scan's recovery table too (:mod:`lorascan.scan.recovery`, on the
+    same members and records, each adapter loaded once for its trigger's rate)."""
     members = read_labelled(labels)
     recs = read_records(members, records)
     out: dict[str, Any] = {**record_header("detection-evaluation"), "labels": str(labels), "records": str(records),
@@ -315,4 +318,8 @@ def evaluate(labels: str | Path, records: str | Path, *, hold: Sequence[str] = H
             out["held_out"][key] = held_out(members, recs, key, folds=folds, n_boot=min(n_boot, 500), seed=seed)
         except DataError as err:
             out["held_out"][key] = {"key": key, "skipped": str(err)}
+    if recovery:
+        from lorascan.scan.recovery import recovery_of  # imported here: recovery builds on this module
+
+        out["recovery"] = recovery_of(members, recs, progress=progress)
     return out

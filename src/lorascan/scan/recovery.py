@@ -99,11 +99,18 @@ def measure_trigger_rate(member: Labelled, record: Mapping[str, Any], pool: Any 
 
 def recovery(labels: str | Path, records: str | Path, *, measure: bool = True,
              progress: bool = False) -> dict[str, Any]:
-    """The recovery record: a row per poisoned adapter and a summary per family and overall."""
+    """The recovery record of a labels file and its scan records (:func:`recovery_of`)."""
+    members = read_labelled(labels)
+    return {**recovery_of(members, read_records(members, records), measure=measure, progress=progress),
+            "labels": str(labels), "records": str(records)}
+
+
+def recovery_of(members: Sequence[Labelled], recs: Mapping[str, Mapping[str, Any]], *, measure: bool = True,
+                progress: bool = False) -> dict[str, Any]:
+    """A row per poisoned adapter of ``members`` (records ``recs`` by member name) and a
+    summary per family, over the effective ones and overall."""
     from lorascan.progress import bar
 
-    members = read_labelled(labels)
-    recs = read_records(members, records)
     poisoned = [m for m in members if m.label == 1 and m.trigger]
     rows = []
     tokenizers: dict[str, Any] = {}
@@ -122,9 +129,8 @@ def recovery(labels: str | Path, records: str | Path, *, measure: bool = True,
             pb.advance()
     fams = sorted({r["family"] or "-" for r in rows})
     summary = {f: summarize([r for r in rows if (r["family"] or "-") == f]) for f in fams}
-    return {**record_header("token-recovery"), "labels": str(labels), "records": str(records), "rows": rows,
-            "families": summary, "effective": summarize([r for r in rows if r["effective"]]),
-            "all": summarize(rows)}
+    return {**record_header("token-recovery"), "rows": rows, "families": summary,
+            "effective": summarize([r for r in rows if r["effective"]]), "all": summarize(rows)}
 
 
 def _tokenizer(base: str) -> Any:
