@@ -133,3 +133,24 @@ def test_records_copied_away_from_their_adapters_are_found_by_run(tmp_path):
     got = read_records(members, tmp_path / "results")
     assert len(got) == 21 and all(r["adapter"]["path"].endswith(m.member.path.parent.name + "/adapter")
                                   for m, r in ((m, got[m.name]) for m in members))
+
+
+def test_adapters_that_built_the_token_reference_are_left_out():
+    from pathlib import Path
+
+    from lorascan.detect.cohort import CohortMember
+    from lorascan.scan.evaluate import Labelled, without_reference_sources
+
+    def member(name, label):
+        return Labelled(CohortMember(name, Path(name), label, "test"), None, 16, None, None, None)
+
+    def record(weights_sha, sources):
+        tokens = {"detector": "tokens", "details": {"reference": {"sources_sha256": sources}}}
+        return {"adapter": {"files": {"adapter_model.safetensors": weights_sha}},
+                "detectors": [{"detector": "weights", "details": {}}, tokens]}
+
+    members = [member("a", 0), member("b", 0), member("c", 1)]
+    recs = {"a": record("h1", ["h1", "h9"]), "b": record("h2", ["h1", "h9"]), "c": record("h3", [])}
+    keep, dropped = without_reference_sources(members, recs)
+    assert [m.name for m in keep] == ["b", "c"] and dropped == ["a"]
+    assert without_reference_sources(members, {k: {"detectors": []} for k in recs})[1] == []

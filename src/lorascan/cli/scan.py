@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
 
-from lorascan.errors import LorascanError, UsageError
+from lorascan.errors import DataError, LorascanError, UsageError
 
 FAIL_ON = ("none", "review", "block")
 EXIT_FAIL_ON = 3
@@ -27,6 +28,9 @@ LEVELS = ("allow", "review", "block")
               help="Probe inputs: a shipped set or a JSONL file of {text, label} rows.")
 @click.option("--profiles", default=None, metavar="FILE",
               help="A profile set from 'lorascan scan-calibrate' [default: the one shipped for the base].")
+@click.option("--token-reference", default="auto", metavar="auto|none|REF.json", show_default=True,
+              help="The token scan's clean reference: the shipped one for the base, none, or a file from "
+                   "'lorascan token-reference'.")
 @click.option("--json", "json_out", default=None, metavar="OUT", help="Write the JSON record (one adapter).")
 @click.option("--html", "html_out", default=None, metavar="OUT", help="Write a self-contained HTML report.")
 @click.option("--sarif", "sarif_out", default=None, metavar="OUT", help="Write SARIF 2.1.0.")
@@ -39,7 +43,7 @@ LEVELS = ("allow", "review", "block")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def command(ctx: click.Context, adapters: tuple[str, ...], base: str | None, task: str | None, detectors: str,
-            probe_data: str, profiles: str | None, json_out: str | None, html_out: str | None,
+            probe_data: str, profiles: str | None, token_reference: str, json_out: str | None, html_out: str | None,
             sarif_out: str | None, out: str | None, workers: int, fail_on: str, device: str, quiet: bool) -> None:
     """Scan ADAPTER (a PEFT folder, a hub id ORG/NAME[@REVISION], a folder of adapters or a list
     file) for a trigger-activated backdoor and print allow, review or block with the reasons.
@@ -52,7 +56,10 @@ def command(ctx: click.Context, adapters: tuple[str, ...], base: str | None, tas
     from lorascan.scan.pipeline import ScanConfig
 
     config = ScanConfig(base=base, task=task, detectors=tuple(d.strip() for d in detectors.split(",") if d.strip()),
-                        probe_data=probe_data, profiles=profiles, device=device, progress=not quiet)
+                        probe_data=probe_data, profiles=profiles, device=device, progress=not quiet,
+                        token_reference=token_reference)
+    if token_reference not in ("auto", "none") and not Path(token_reference).is_file():
+        raise DataError(f"token reference not found: {token_reference} (give auto, none or a file)")
     entries, batch = expand(adapters)
     if batch or out:  # --out: records in a batch folder, even for one adapter
         if json_out or html_out or sarif_out:

@@ -27,12 +27,16 @@ from lorascan.detect.tokens import MAX_N, MAX_TOP, MIN_N
               help="Probe injections the best candidates are verified on (N).")
 @click.option("--probe-data", default="offline-pi-v1", show_default=True,
               help="A shipped probe set or a JSONL file of {text, label} rows.")
+@click.option("--reference", default="auto", show_default=True, metavar="auto|none|REF.json",
+              help="Clean reference the weight screen is taken against: the shipped one for the base, none, "
+                   "or a file from 'lorascan token-reference'.")
 @click.option("--batch-size", type=click.IntRange(1, 4096), default=64, show_default=True, help="Prompts per pass.")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
 @click.option("--json", "json_out", default=None, metavar="OUT", help="Write the JSON record here ('-' for stdout).")
 @click.option("--plot", default=None, metavar="OUT.png", help="Bar chart of the top tokens' attack rates vs the null.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def command(adapter_dir: str, base: str | None, task: str | None, top: int, n: int, probe_data: str, batch_size: int,
+def command(adapter_dir: str, base: str | None, task: str | None, top: int, n: int, probe_data: str, reference: str,
+            batch_size: int,
             device: str, json_out: str | None, plot: str | None, quiet: bool) -> None:
     """Try every word-like token of the base's vocabulary where the poisoning puts a trigger
     ("{token}. {injection}"): screen the vocabulary (layer-0 LoRA weights, embedding gradient),
@@ -42,9 +46,11 @@ def command(adapter_dir: str, base: str | None, task: str | None, top: int, n: i
     from lorascan.errors import DataError
     from lorascan.report import write_json_output
 
-    detector = TokenDetector(top=top, n=n, batch_size=batch_size)
+    detector = TokenDetector(top=top, n=n, batch_size=batch_size, reference=reference)
     context = _context(adapter_dir, base, task, probe_data, device, not quiet)
     check_output_paths(json_out, plot)
+    if reference not in ("auto", "none") and not Path(reference).is_file():
+        raise DataError(f"token reference not found: {reference} (give auto, none or a file)")
     from lorascan.detect.base import NotApplicable
 
     try:
@@ -120,6 +126,7 @@ def _print_summary(rec: Mapping[str, Any]) -> None:
               f"over {recon.get('n_injections')} injections")
     out.print(f"null: {null['n_tokens']} random tokens, mean {null['mean']:.3f}, max {null['max']:.3f}; "
               f"token_lift {s['token_lift']:.3f}; {rec['timings']['total']:.1f} s")
+    out.print(f"weight screen: {safe(rec['reference']['note'], 200)}")
     label = rec["verdict"]["label"]
     style = {"suspicious": "bold red", "clean": "green"}.get(label, "yellow")
     out.print(f"verdict: [{style}]{label.upper()}[/{style}]" + "".join(f"\n  {safe(r, 300)}"

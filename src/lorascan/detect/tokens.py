@@ -41,6 +41,7 @@ from lorascan.config import to_dict
 from lorascan.data.poison import apply_trigger
 from lorascan.detect.base import Detector, DetectorResult, NotApplicable, ScanContext
 from lorascan.detect.injections import verification_injections
+from lorascan.detect.token_reference import TokenReference, choose
 from lorascan.detect.verdict import verdict
 from lorascan.detect.token_screen import (Vocabulary, candidate_vocabulary, compound_candidates, gradient_scores,
                                           interleave, label_blocklist, robust_z, weight_scores)
@@ -65,7 +66,9 @@ class TokenScanConfig:
     ``max_phrase``: reconstruction length in tokens; ``pool``: tokens reconstruction extends
     with; ``screens``: which screeners rank the vocabulary (:data:`SCREENS`); ``compounds``:
     two-piece words also verified, from the weight screen's ``compounds`` best word-start pieces
-    x twice as many best continuation pieces (0: none)."""
+    x twice as many best continuation pieces (0: none); ``reference``: the clean reference the
+    weight screen is taken against (:mod:`lorascan.detect.token_reference`): ``auto`` (the
+    shipped one for the base, when it matches), ``none``, or a reference file."""
 
     top: int = 48
     n: int = 48
@@ -78,6 +81,7 @@ class TokenScanConfig:
     seed: int = 0
     batch_size: int = 64
     compounds: int = 4
+    reference: str = "auto"
 
     def __post_init__(self) -> None:
         checks = ((0 <= self.compounds <= 64, f"compounds must be in 0..64, got {self.compounds}"),
@@ -89,6 +93,8 @@ class TokenScanConfig:
                   (1 <= self.max_phrase <= 6, f"max_phrase must be in 1..6, got {self.max_phrase}"),
                   (1 <= self.pool <= 64, f"pool must be in 1..64, got {self.pool}"),
                   (1 <= self.batch_size, f"batch size must be >= 1, got {self.batch_size}"),
+                  (isinstance(self.reference, str) and bool(self.reference),
+                   "reference must be 'auto', 'none' or a file"),
                   (bool(self.screens) and set(self.screens) <= set(SCREENS),
                    f"screens must be a non-empty subset of {', '.join(SCREENS)}, got {list(self.screens)}"))
         for ok, message in checks:
@@ -117,8 +123,10 @@ class Verifier:
         return (margins <= 0).mean(axis=1), margins.mean(axis=1)
 
 
-def screen(context: ScanContext, vocab: Vocabulary, texts: Sequence[str], cfg: TokenScanConfig) -> dict[str, Any]:
-    """Per-screen scores over the candidate vocabulary and the interleaved top ``cfg.top``."""
+def screen(context: ScanContext, vocab: Vocabulary, texts: Sequence[str], cfg: TokenScanConfig,
+           reference: TokenReference | None = None) -> dict[str, Any]:
+    """Per-screen scores over the candidate vocabulary and the interleaved top ``cfg.top``; the
+    weight screen's taken against ``reference`` when one is given."""
     clf = context.classifier()
     scores: dict[str, np.ndarray] = {}
     timings: dict[str, float] = {}
@@ -128,6 +136,8 @@ def screen(context: ScanContext, vocab: Vocabulary, texts: Sequence[str], cfg: T
         t0 = time.monotonic()
         if name == "weights":
             full, modules = weight_scores(clf.model, context.base_classifier().model)
+            if reference is not None and modules:
+                full = reference.differential(full)
         else:
             ref = context.base_classifier() if clf.task == "label-word" else None
             full = gradient_scores(clf, texts[:GRADIENT_TEXTS], reference=ref)
@@ -229,13 +239,15 @@ def token_scan(context: ScanContext, cfg: TokenScanConfig) -> dict[str, Any]:
     clf = context.classifier()
     vocab = candidate_vocabulary(clf.tokenizer, int(clf.model.get_input_embeddings().weight.shape[0]), clf.task)
     timings = {"load": time.monotonic() - t0}
+    reference, reference_note = choose(cfg.reference, context.base, clf.task,
+                                       int(clf.model.get_input_embeddings().weight.shape[0]))
     with bar(5, "token scan", context.progress) as pb:
         texts = verification_injections(clf, probes.injections, cfg.n, context.batch_size)
         if len(texts) < MIN_N:
             raise NotApplicable(f"{NAME}: the adapter classifies only {len(texts)} probe injections as injections "
                                 f"(needs {MIN_N}); there is nothing for a trigger to flip")
         pb.advance(1, "screening")
-        found = screen(context, vocab, texts, cfg)
+        found = screen(context, vocab, texts, cfg, reference)
         vocab = found["vocab"]
         timings.update({f"screen_{k}": v for k, v in found["timings"].items()})
         pb.advance(1, "verifying")
@@ -258,7 +270,9 @@ def token_scan(context: ScanContext, cfg: TokenScanConfig) -> dict[str, Any]:
     return {"tokens": rows, "reconstructed": rec, "null": null, "scores": scores, "timings": timings,
             "vocabulary": {"size": vocab.size, "candidates": vocab.singles, "compounds": len(vocab.ids) - vocab.singles,
                            "blocked_label_words": vocab.blocked},
-            "n_injections": len(texts), "forward_passes": verifier.passes, "weight_modules": found["modules"]}
+            "n_injections": len(texts), "forward_passes": verifier.passes, "weight_modules": found["modules"],
+            "reference": {**(reference.describe() if reference is not None else {"origin": None}),
+                          "note": reference_note}}
 
 
 def word_pieces(tokenizer: Any, text: str) -> list[str]:
@@ -293,9 +307,9 @@ class TokenDetector(Detector):
 
     def __init__(self, top: int = 48, n: int = 48, stage1: int = 16, promote: int = 8, null: int = 32,
                  max_phrase: int = 6, pool: int = 8, screens: Sequence[str] = SCREENS, seed: int = 0,
-                 batch_size: int = 64, compounds: int = 4):
+                 batch_size: int = 64, compounds: int = 4, reference: str = "auto"):
         self.config = TokenScanConfig(top, n, stage1, promote, null, max_phrase, pool, tuple(screens), seed,
-                                      batch_size, compounds)
+                                      batch_size, compounds, reference)
 
     @property
     def args(self) -> dict[str, Any]:
@@ -308,7 +322,7 @@ class TokenDetector(Detector):
         ctx = scan_context_dict(context)
         v = verdict(found["scores"], profile, ctx, hint="lorascan calibrate with the tokens detector")
         details = {k: found[k] for k in ("tokens", "reconstructed", "null", "timings", "vocabulary",
-                                         "n_injections", "weight_modules")}
+                                         "n_injections", "weight_modules", "reference")}
         return DetectorResult(NAME, self.args, dict(found["scores"]), v, {"context": ctx, **details})
 
 
@@ -330,4 +344,4 @@ def token_record(context: ScanContext, result: DetectorResult) -> dict[str, Any]
             "detector": result.detector, "detector_args": result.detector_args, "scores": result.scores,
             "verdict": result.verdict.to_dict(), "tokens": d["tokens"], "reconstructed": d["reconstructed"],
             "null": d["null"], "vocabulary": d["vocabulary"], "n_injections": d["n_injections"],
-            "weight_modules": d["weight_modules"], "timings": d["timings"]}
+            "weight_modules": d["weight_modules"], "reference": d["reference"], "timings": d["timings"]}

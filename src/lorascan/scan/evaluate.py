@@ -114,6 +114,29 @@ def read_records(members: Sequence[Labelled], records: str | Path) -> dict[str, 
     return out
 
 
+def reference_sources(rec: Mapping[str, Any]) -> set[str]:
+    """sha256 of the adapters the token scan's clean reference in scan record ``rec`` was built from."""
+    for row in rec.get("detectors") or ():
+        ref = (row.get("details") or {}).get("reference") if isinstance(row, dict) else None
+        if isinstance(ref, dict) and isinstance(ref.get("sources_sha256"), list):
+            return {str(h) for h in ref["sources_sha256"]}
+    return set()
+
+
+def without_reference_sources(members: Sequence[Labelled], records: Mapping[str, dict[str, Any]]
+                              ) -> tuple[list[Labelled], list[str]]:
+    """The members whose adapter did not build the token reference their scans used, and the
+    names of those left out: a reference never scores the adapters it came from."""
+    sources: set[str] = set()
+    for rec in records.values():
+        sources |= reference_sources(rec)
+    keep, dropped = [], []
+    for m in members:
+        files = (records[m.name].get("adapter") or {}).get("files") or {}
+        (dropped if files.get("adapter_model.safetensors") in sources else keep).append(m)
+    return keep, [m.name for m in dropped]
+
+
 def _records_by_tail(folder: Path) -> dict[tuple[str, ...], Path]:
     out: dict[tuple[str, ...], Path] = {}
     for f in sorted(folder.glob("*.json")) if folder.is_dir() else ():
@@ -303,7 +326,9 @@ def evaluate(labels: str | Path, records: str | Path, *, hold: Sequence[str] = H
     same members and records, each adapter loaded once for its trigger's rate)."""
     members = read_labelled(labels)
     recs = read_records(members, records)
+    members, excluded = without_reference_sources(members, recs)
     out: dict[str, Any] = {**record_header("detection-evaluation"), "labels": str(labels), "records": str(records),
+                           "excluded_reference_sources": excluded,
                            "n_clean": sum(m.label == 0 for m in members),
                            "n_poisoned": sum(m.label == 1 for m in members),
                            "n_effective": sum(bool(m.effective) for m in members),

@@ -40,7 +40,8 @@ CONFIG_FIELDS = ("peft_type", "task_type", "r", "lora_alpha", "target_modules", 
 class ScanConfig:
     """How to scan. ``base``/``task`` override what the adapter's config says; ``detectors``
     by registry name; ``probe_data`` a shipped probe set or a JSONL file; ``profiles`` a
-    profile-set file instead of the shipped one for the base."""
+    profile-set file instead of the shipped one for the base; ``token_reference`` the token
+    scan's clean reference (``auto``: the shipped one for the base; ``none``; a file)."""
 
     base: str | None = None
     task: str | None = None
@@ -50,6 +51,7 @@ class ScanConfig:
     device: str = "auto"
     batch_size: int = 32
     progress: bool = False
+    token_reference: str = "auto"
 
     def __post_init__(self) -> None:
         registry = register_builtin_detectors(DETECTORS.copy())
@@ -104,9 +106,16 @@ def _confirm_task(ctx: ScanContext) -> None:
         ctx.set_task(ctx.task, f"causal LM with a chat template; answers {share:.0%} of probe prompts with a label word")
 
 
+def _detector_args(name: str, config: ScanConfig) -> dict[str, Any]:
+    args = dict(SCAN_ARGS.get(name, {}))
+    if name == "tokens" and config.token_reference != "auto":
+        args["reference"] = config.token_reference
+    return args
+
+
 def run_detectors(ctx: ScanContext, config: ScanConfig, profiles: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Judgement]]:
     registry = register_builtin_detectors(DETECTORS.copy())
-    detectors = [registry.create(n, **SCAN_ARGS.get(n, {})) for n in config.detectors]
+    detectors = [registry.create(n, **_detector_args(n, config)) for n in config.detectors]
     detectors.sort(key=lambda d: d.cost)
     rows, judgements = [], {}
     confirmed = False
