@@ -108,6 +108,19 @@ def test_interleave_and_robust_z():
     assert z.argmax() == 4 and abs(z[2]) < 1e-12  # the outlier does not inflate the scale
 
 
+def test_allocate_gives_each_screen_a_floor_and_the_rest_by_robust_z():
+    from lorascan.detect.token_screen import allocate
+
+    weights = np.array([9.0, 8.0, 7.0, 6.0, 0.0, 0.0])  # a screen with a clear standout block
+    gradient = np.array([0.0, 0.0, 0.0, 0.1, 0.3, 0.2])  # a flat one
+    ranks = [np.argsort(-weights, kind="stable"), np.argsort(-gradient, kind="stable")]
+    zs = [weights / 3, gradient / 3]
+    assert allocate(ranks, zs, 4, 1) == [0, 4, 1, 2]  # floors first (0 and 4), then weights' z
+    assert allocate(ranks, zs, 2, 2) == [0, 4]
+    assert allocate(ranks, zs, 10, 1) == [0, 4, 1, 2, 3, 5]  # never more than the vocabulary
+    assert sorted(allocate(ranks, zs, 6, 3)) == list(range(6))
+
+
 def test_vocabulary_keeps_placeable_words_and_blocks_label_words():
     from lorascan.models.tiny import minilm_tokenizer
 

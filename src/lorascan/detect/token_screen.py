@@ -368,3 +368,22 @@ def interleave(rankings: Sequence[np.ndarray], k: int) -> list[int]:
                 out.append(int(ranking[cursors[j]]))
                 seen.add(out[-1])
     return out
+
+
+def allocate(rankings: Sequence[np.ndarray], zs: Sequence[np.ndarray], k: int, floor: int) -> list[int]:
+    """The ``k`` candidates verified: each screen's first ``floor`` tokens (round robin, so a
+    screen that is right keeps a place however its scores are spread), then the highest robust
+    z of any screen (``zs``, one array per screen, the same order as ``rankings``): a screen
+    earns the remaining places by how far its tokens stand out, not by turn, so a screen that
+    marks nothing on this model (the gradient on a seq-cls encoder, the layer-0 weights on a
+    decoder) does not take half of them."""
+    out = interleave([r[:floor] for r in rankings], min(k, floor * len(rankings)))
+    seen = set(out)
+    best = np.max(np.stack(zs), axis=0) if zs else np.zeros(0)
+    for t in np.argsort(-best, kind="stable"):
+        if len(out) >= k:
+            break
+        if int(t) not in seen:
+            out.append(int(t))
+            seen.add(int(t))
+    return out

@@ -2,7 +2,10 @@
 so the tokens it keys on can be found without knowing the trigger's family).
 
 1. Screen the whole vocabulary (:mod:`lorascan.detect.token_screen`: the layer-0 weight
-   screen and the first-order gradient screen), rank-interleaved into the top ``top`` tokens.
+   screen, taken against the base's clean reference when one ships
+   (:mod:`lorascan.detect.token_reference`), and the first-order gradient screen), merged into
+   the top ``top`` tokens: each screen's own top ``top // 6``, then the highest robust z of
+   either (:func:`~lorascan.detect.token_screen.allocate`).
 2. Verify exactly: each candidate placed as the poisoning places a trigger
    (``"{token}. {injection}"``) before the verification injections, counting those predicted
    benign. Successive halving keeps it cheap: every candidate on the first ``stage1``
@@ -43,8 +46,8 @@ from lorascan.detect.base import Detector, DetectorResult, NotApplicable, ScanCo
 from lorascan.detect.injections import verification_injections
 from lorascan.detect.token_reference import TokenReference, choose
 from lorascan.detect.verdict import verdict
-from lorascan.detect.token_screen import (Vocabulary, candidate_vocabulary, compound_candidates, gradient_scores,
-                                          interleave, label_blocklist, robust_z, weight_scores)
+from lorascan.detect.token_screen import (Vocabulary, allocate, candidate_vocabulary, compound_candidates,
+                                          gradient_scores, label_blocklist, robust_z, weight_scores)
 from lorascan.errors import UsageError
 from lorascan.progress import bar
 from lorascan.registry import Registry
@@ -56,6 +59,7 @@ MAX_TOP = 2000
 MAX_N = 1000
 MIN_N = 4
 GRADIENT_TEXTS = 32  # injections the gradient is averaged over (one batch)
+FLOOR_SHARE = 6  # each screen's own top K/6 are verified; the rest of K by robust z (allocate)
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,7 @@ class Verifier:
 
 def screen(context: ScanContext, vocab: Vocabulary, texts: Sequence[str], cfg: TokenScanConfig,
            reference: TokenReference | None = None) -> dict[str, Any]:
-    """Per-screen scores over the candidate vocabulary and the interleaved top ``cfg.top``; the
+    """Per-screen scores over the candidate vocabulary and the merged top ``cfg.top``; the
     weight screen's taken against ``reference`` when one is given."""
     clf = context.classifier()
     scores: dict[str, np.ndarray] = {}
@@ -149,8 +153,9 @@ def screen(context: ScanContext, vocab: Vocabulary, texts: Sequence[str], cfg: T
             weights_full = full
     usable = [s for s in scores.values() if np.any(s != s[0])]
     rankings = [np.argsort(-s, kind="stable") for s in usable] or [np.arange(len(vocab.ids))]
-    z = np.max([robust_z(s) for s in usable], axis=0) if usable else np.zeros(len(vocab.ids))
-    top = interleave(rankings, cfg.top)
+    zs = [robust_z(s) for s in usable]
+    z = np.max(zs, axis=0) if usable else np.zeros(len(vocab.ids))
+    top = allocate(rankings, zs, cfg.top, max(1, cfg.top // FLOOR_SHARE)) if usable else list(rankings[0][:cfg.top])
     if cfg.compounds and weights_full is not None and np.any(weights_full != weights_full[0]):
         known = set(vocab.texts)
         extra = [c for c in compound_candidates(clf.tokenizer, weights_full, cfg.compounds, 2 * cfg.compounds,
