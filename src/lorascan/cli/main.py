@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tokens": ("lorascan.cli.tokens", "Trigger-blind token scan: the vocabulary's tokens that flip injections, a trigger phrase."),
     "token-reference": ("lorascan.cli.token_reference", "Build the token scan's clean reference for a base from clean adapters."),
     "weights-calibrate": ("lorascan.cli.weights_calibrate", "Calibrate the weight detector on a labelled cohort of adapters."),
+    "patch": ("lorascan.cli.patch", "Causal patching: the poisoned adapter's ASR with windows of layers patched from a reference."),
 }
 
 
