@@ -44,12 +44,18 @@ def figure(rec: Mapping[str, Any]):
     ax.set_xticklabels([f"{s}-{s + w - 1}" for s in starts], rotation=90 if len(starts) > 8 else 0, fontsize=7)
     ax.set_xlabel(f"patched layers (window of {w})")
     cfg = rec["config"]
-    ref = "base" if cfg["reference"] == "base" else plot_label(cfg["reference"], 60)
-    ax.set_title(f"{plot_label(cfg['poisoned'], 60)} ({plot_label(cfg['base'], 24)}, {cfg['task']})\n"
+    ref = "base" if cfg["reference"] == "base" else _tail(cfg["reference"])
+    ax.set_title(f"{_tail(cfg['poisoned'])} ({plot_label(cfg['base'], 24)}, {cfg['task']})\n"
                  f"patched from {ref}; trigger '{plot_label(cfg['trigger'], 40)}'\n"
                  f"unpatched ASR {rec['unpatched']['asr']:.3f}, reference ASR {rec['reference']['asr']:.3f}, "
                  f"n = {rec['unpatched']['asr_n']}; outlined: each type's minimum", fontsize=8, parse_math=False)
     return fig
+
+
+def _tail(path: str, limit: int = 64) -> str:
+    """A path shown by its end (run folders differ in their last parts), escaped and cut."""
+    shown = plot_label(path, 4 * limit)
+    return shown if len(shown) <= limit else "…" + shown[-(limit - 1):]
 
 
 def _outline(x: int, y: int):
