@@ -173,9 +173,10 @@ def test_shared_prefix_pass_is_patched_like_an_unshared_run(pair):
 def test_config_validates():
     from lorascan.errors import UsageError
 
-    for bad in ({"window": 0}, {"n": 0}, {"window": True}, {"trigger": " "}, {"placement": "middle"},
+    for bad in ({"window": 0}, {"n": 0}, {"window": True}, {"trigger": " "}, {"trigger": 7}, {"placement": "middle"},
                 {"batch_size": 0}):
         with pytest.raises(UsageError):
             PatchConfig("p", "base", **bad)
-    with pytest.raises(UsageError):
-        PatchConfig("p", "")
+    for poisoned, reference in (("p", ""), ("", "base"), ("p", None)):
+        with pytest.raises(UsageError):
+            PatchConfig(poisoned, reference)

@@ -51,9 +51,12 @@ class PatchConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 raise UsageError(f"patching {name} must be an integer in {low}..{high}, got {short_repr(value)}")
-        if not self.reference:
+        if not isinstance(self.poisoned, str) or not self.poisoned:
+            raise UsageError("give the poisoned adapter folder")
+        if not isinstance(self.reference, str) or not self.reference:
             raise UsageError("give a reference: a clean adapter folder or 'base'")
-        if self.trigger is not None and (not self.trigger.strip() or len(self.trigger) > TRIGGER_MAX):
+        if self.trigger is not None and (not isinstance(self.trigger, str) or not self.trigger.strip()
+                                         or len(self.trigger) > TRIGGER_MAX):
             raise UsageError(f"the trigger must be a non-empty string of at most {TRIGGER_MAX} characters")
         if self.placement is not None and self.placement not in PLACEMENTS:
             raise UsageError(f"unknown placement {short_repr(self.placement, 40)} (use {', '.join(PLACEMENTS)})")
