@@ -11,9 +11,17 @@ the iterator; the sweep's ``fn`` records failures itself and does not raise.
   ``cores // workers`` torch threads. Workers exit by themselves when the parent process dies
   (a killed sweep leaves no training running behind it).
 
-A distributed engine (Ray, Dask, a batch queue) implements the same two members; the run
-folders' locks and atomic writes already make a run safe to execute anywhere the output
-folder is shared.
+Optional members, asked for with ``getattr`` so that the two above stay minimal:
+
+- ``executor.share(value)`` -> a :class:`Shared` handle to put in every job instead of the
+  value (Ray stores it once in its object store; locally the handle holds the value);
+  workers call :func:`unshare` on it;
+- ``job.needs_gpu``: the job asks for CUDA (a Ray task then requests a GPU);
+- ``job.lost(reason)``: what to yield for a job whose worker died for good (killed, out of
+  memory, node gone) after the executor's retries; without it the executor raises a
+  DataError once the other jobs are done;
+- ``executor.threads`` and ``executor.lock_timeout_s``: torch threads per job, and how long
+  a job may wait for a run lock held by another process (None: as long as it takes).
 """
 
 from __future__ import annotations
@@ -22,12 +30,13 @@ import os
 import sys
 import threading
 import time
-from typing import Callable, Iterable, Iterator, Protocol, TypeVar
+from typing import Any, Callable, Generic, Iterable, Iterator, Protocol, TypeVar
 
 from lorascan.errors import DataError, UsageError
 
 J = TypeVar("J")
 R = TypeVar("R")
+T = TypeVar("T")
 
 
 class Executor(Protocol):
@@ -36,6 +45,29 @@ class Executor(Protocol):
     def map(self, fn: Callable[[J], R], jobs: Iterable[J]) -> Iterator[R]:
         """Call ``fn`` on every job; yield the results as they complete."""
         ...
+
+
+class Shared(Generic[T]):
+    """A value every job of a map needs (a dataset), handed over once per executor rather
+    than once per job where the executor can (see :meth:`RayExecutor.share`). This base
+    holds the value itself: it travels with each job, as any job field does."""
+
+    def __init__(self, value: T):
+        self._value = value
+
+    def get(self) -> T:
+        return self._value
+
+
+def share(executor: Any, value: T) -> Shared[T]:
+    """``value`` as the executor ships it to its workers."""
+    make = getattr(executor, "share", None)
+    return make(value) if make is not None else Shared(value)
+
+
+def unshare(value: Any) -> Any:
+    """In a worker: the value behind a :class:`Shared` handle; anything else as it is."""
+    return value.get() if isinstance(value, Shared) else value
 
 
 def available_cores() -> int:

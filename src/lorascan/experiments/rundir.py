@@ -17,6 +17,13 @@ or, when no run is given, those in ``run.json``), and holds its metrics (:func:`
 the status file is never trusted for that. Anything else in the folder of an incomplete run
 (a ``data/`` or ``adapter/`` from a killed attempt, ``.*.partial`` / ``.*.tmp`` leftovers of
 atomic writes, an invalid ``eval.json``) is removed before the run is redone.
+
+An attempt runs under the folder's ``.lock`` (``flock``) and writes a fresh ``attempt`` token
+to ``status.json`` when it starts; it writes ``eval.json`` only if the token is still its own
+(else the run was taken over, e.g. by a sweep started while a lost worker still ran). The
+lock is what keeps two attempts apart; it holds across machines only where the shared
+filesystem makes ``flock`` coherent (NFSv4, NFSv3 with the lock manager, CephFS, GPFS, Lustre
+with ``-o flock``; see :mod:`lorascan.experiments.ray_executor` for what remains assumed).
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import secrets
 import shutil
 import socket
 import time
@@ -34,6 +42,7 @@ from typing import Any, Iterator
 
 from lorascan.data.mixes import DatasetSplits
 from lorascan.errors import LorascanError, UsageError
+from lorascan.experiments.executors import Shared, unshare
 from lorascan.experiments.grid import Run
 from lorascan.records import SCHEMA_VERSION, read_json, record_header, write_json_atomic
 
@@ -183,10 +192,10 @@ def clean(folder: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def locked(path: Path, wait: bool = True) -> Iterator[bool]:
+def locked(path: Path, wait: bool = True, timeout: float | None = None) -> Iterator[bool]:
     """Hold an exclusive ``flock`` on ``path``; yields whether it is held. ``wait`` False:
-    never wait, yield False when another process holds it. Without fcntl (not POSIX) it
-    yields False and locks nothing."""
+    never wait, yield False when another process holds it; ``timeout``: wait at most that
+    many seconds. Without fcntl (not POSIX) it yields False and locks nothing."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
@@ -194,35 +203,63 @@ def locked(path: Path, wait: bool = True) -> Iterator[bool]:
         return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        yield True
+        yield _lock(fcntl, fd, wait, timeout)
     finally:
         os.close(fd)
 
 
+def _lock(fcntl: Any, fd: int, wait: bool, timeout: float | None) -> bool:
+    if wait and timeout is None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        return True
+    deadline = time.monotonic() + (timeout if wait and timeout else 0.0)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+
 @dataclass(frozen=True)
 class RunJob:
-    """Everything a worker needs for one run (picklable, for process executors)."""
+    """Everything a worker needs for one run (picklable, for process executors). The
+    dataset may be a :class:`~lorascan.experiments.executors.Shared` handle (an executor
+    that ships it once); ``lock_timeout_s`` None waits for the run's lock as long as it
+    takes."""
 
     run: Run
     out: Path
-    dataset: DatasetSplits
+    dataset: DatasetSplits | Shared[DatasetSplits] | None
     eval_batch_size: int = 32
     threads: int | None = None
+    lock_timeout_s: float | None = None
+
+    @property
+    def needs_gpu(self) -> bool:
+        """4-bit QLoRA needs CUDA (``quantize: auto`` takes a GPU only when one is there)."""
+        return self.run.train.quantize == "4bit"
+
+    def lost(self, reason: str) -> "RunResult":
+        """The result of a run whose worker died for good: left incomplete, never done."""
+        return RunResult(self.run.id, "interrupted", error=reason)
 
 
 @dataclass(frozen=True)
 class RunResult:
     run_id: str
-    state: str                  # complete | failed | skipped (found complete, nothing done)
+    state: str                  # complete | failed | skipped (found complete, nothing done) |
+    #                             interrupted (left incomplete: worker lost, lock held, taken over)
     wall_time_s: float = 0.0
     error: str | None = None
     asr: float | None = None
     clean_accuracy: float | None = None
+
+
+class _TakenOver(Exception):
+    """Another attempt wrote its token to the run's status: this one must not record it."""
 
 
 def execute(job: RunJob) -> RunResult:
@@ -235,7 +272,11 @@ def execute(job: RunJob) -> RunResult:
         torch.set_num_threads(job.threads)
     run, folder = job.run, run_dir(job.out, job.run.id)
     folder.mkdir(parents=True, exist_ok=True)
-    with locked(folder / LOCK_FILE):  # a process left over from a killed sweep finishes first
+    # a process left over from a killed sweep finishes first
+    with locked(folder / LOCK_FILE, timeout=job.lock_timeout_s) as held:
+        if not held and job.lock_timeout_s is not None:
+            return RunResult(run.id, "interrupted", error=f"another process held the run's lock for "
+                             f"{job.lock_timeout_s:g} s; left for the next sweep")
         if not check_run_file(folder, run):  # other settings: UsageError; unreadable: rewritten
             write_run_file(folder, run)
         done = load_result(folder, run)
@@ -244,12 +285,14 @@ def execute(job: RunJob) -> RunResult:
                              clean_accuracy=done.get("clean_accuracy"))
         clean(folder)
         attempts = int(read_status(folder).get("attempts", 0) or 0) + 1
-        started = _now()
+        started, token = _now(), secrets.token_hex(8)
         write_status(folder, run.id, "running", attempts=attempts, started_at=started, pid=os.getpid(),
-                     host=socket.gethostname())
+                     host=socket.gethostname(), attempt=token)
         t0 = time.monotonic()
         try:
-            rec = _poison_train_evaluate(job, folder, t0)
+            rec = _poison_train_evaluate(job, folder, t0, token)
+        except _TakenOver as err:  # the status is the other attempt's now: leave it alone
+            return RunResult(run.id, "interrupted", time.monotonic() - t0, str(err))
         except Exception as err:  # noqa: BLE001 - a failed run is recorded, the sweep goes on
             wall = time.monotonic() - t0
             msg = str(err) if isinstance(err, LorascanError) else f"{type(err).__name__}: {' '.join(str(err).split())}"
@@ -264,14 +307,14 @@ def execute(job: RunJob) -> RunResult:
                          clean_accuracy=rec["clean_accuracy"])
 
 
-def _poison_train_evaluate(job: RunJob, folder: Path, t0: float) -> dict[str, Any]:
+def _poison_train_evaluate(job: RunJob, folder: Path, t0: float, token: str) -> dict[str, Any]:
     from lorascan.data.poison import PoisonConfig, write_poisoned
     from lorascan.evaluate.run import evaluate_adapter
     from lorascan.train.lora import train_adapter
 
     run = job.run
     data, adapter = folder / "data", folder / "adapter"
-    write_poisoned(job.dataset, PoisonConfig(trigger=run.trigger, count=run.count, seed=run.seed,
+    write_poisoned(unshare(job.dataset), PoisonConfig(trigger=run.trigger, count=run.count, seed=run.seed,
                                              placement=run.placement), data)
     meta = train_adapter(run.base, data, adapter, run.train, progress=False)
     t_eval = time.monotonic()
@@ -287,5 +330,9 @@ def _poison_train_evaluate(job: RunJob, folder: Path, t0: float) -> dict[str, An
         "wall_time_s": time.monotonic() - t0,
         "finished_at": _now(),
     }
+    holder = read_status(folder).get("attempt")
+    if holder != token:
+        raise _TakenOver(f"attempt {token} was taken over by {'attempt ' + str(holder) if holder else 'a new sweep'}"
+                         "; its result is not recorded")
     write_json_atomic(folder / EVAL_FILE, rec)
     return rec

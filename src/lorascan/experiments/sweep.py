@@ -14,6 +14,12 @@ and started again, a sweep finishes with no lost and no duplicated runs:
 
 Output layout: ``<out>/runs/<run id>/`` per run, ``<out>/grids/<name>.json`` per grid run
 into the folder (the config as used and its run ids).
+
+The executor decides where runs execute (:mod:`lorascan.experiments.executors`); the folder
+is the same whichever it is, so a sweep started on one executor is resumed on another. The
+dataset goes to the executor as one shared value (Ray: one object in its store, fetched by
+each worker), never rebuilt per run. A run the executor lost (its worker died and Ray's
+retries ran out) comes back ``interrupted``: it is not complete, and the next sweep redoes it.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Callable, Iterator, Sequence
 from lorascan.data.mixes import DatasetSplits
 from lorascan.errors import DataError, UsageError
 from lorascan.experiments import rundir
-from lorascan.experiments.executors import Executor, SerialExecutor
+from lorascan.experiments.executors import Executor, SerialExecutor, share
 from lorascan.experiments.grid import GridConfig, Run
 from lorascan.progress import bar
 from lorascan.records import record_header, write_json_atomic
@@ -66,6 +72,11 @@ class SweepOutcome:
     @property
     def failed(self) -> list[rundir.RunResult]:
         return [r for r in self.results if r.state == "failed"]
+
+    @property
+    def interrupted(self) -> list[rundir.RunResult]:
+        """Runs left incomplete by this sweep (worker lost, lock held elsewhere, taken over)."""
+        return [r for r in self.results if r.state == "interrupted"]
 
     @property
     def n_ran(self) -> int:
@@ -229,8 +240,9 @@ def run_sweep(grid: GridConfig, out: str | Path, executor: Executor | None = Non
         _record_grid(grid, out)
         for run in todo:
             rundir.prepare(rundir.run_dir(out, run.id), run)
-        threads = getattr(executor, "threads", None)
-        jobs = [rundir.RunJob(run, out, dataset, grid.eval_batch_size, threads) for run in todo]
+        threads, lock_timeout = getattr(executor, "threads", None), getattr(executor, "lock_timeout_s", None)
+        shared = share(executor, dataset)
+        jobs = [rundir.RunJob(run, out, shared, grid.eval_batch_size, threads, lock_timeout) for run in todo]
         with bar(len(jobs), f"sweep {grid.name}", progress) as pb:
             for res in executor.map(rundir.execute, jobs):
                 outcome.results.append(res)
@@ -275,8 +287,8 @@ def _remove_leftovers(plan: SweepPlan) -> None:
 
 
 def _describe(res: rundir.RunResult) -> str:
-    if res.state == "failed":
-        return f"{res.run_id} failed"
+    if res.state in ("failed", "interrupted"):
+        return f"{res.run_id} {res.state}"
     if res.state == "skipped":
         return f"{res.run_id} already complete"
     asr = "-" if res.asr is None else f"{res.asr:.2f}"
