@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from lorascan.cli.common import console, safe
+from lorascan.cli.executor_options import executor_options
 
 
 @click.group("sweep")
@@ -21,17 +22,20 @@ def command() -> None:
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Sweep folder (created; reused to resume).")
 @click.option("--workers", type=int, default=1, show_default=True,
-              help="Runs in parallel, one process each, sharing this machine's cores.")
+              help="Runs in parallel, one process each, sharing this machine's cores (--executor local).")
+@executor_options
 @click.option("--dry-run", is_flag=True, help="Show the runs and their state; run nothing.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run_cmd(config: str, out: str, workers: int, dry_run: bool, quiet: bool) -> None:
+def run_cmd(config: str, out: str, workers: int, executor: str, ray_address: str | None, ray_cpus: float,
+            ray_gpus: float, dry_run: bool, quiet: bool) -> None:
     """Run every run of CONFIG that is not complete in --out; skip the rest.
 
-    Safe to kill and start again: finished runs are kept, half-written ones redone. Failed runs
-    are recorded in their status.json; the command goes on and exits 1 at the end.
+    Safe to kill and start again, on either executor: finished runs are kept, half-written ones
+    redone. Failed runs are recorded in their status.json; the command goes on and exits 1 at
+    the end, as it does when runs were left incomplete (a Ray worker lost for good).
     """
     from lorascan.errors import DataError
-    from lorascan.experiments.executors import ProcessExecutor, SerialExecutor
+    from lorascan.experiments.executors import close_executor, make_executor
     from lorascan.experiments.grid import load_grid
     from lorascan.experiments.sweep import plan_sweep, run_sweep
 
@@ -42,22 +46,32 @@ def run_cmd(config: str, out: str, workers: int, dry_run: bool, quiet: bool) -> 
     if dry_run:
         _print_plan(con, plan_sweep(grid, out))
         return
-    executor = SerialExecutor() if workers == 1 else ProcessExecutor(workers)
-    outcome = run_sweep(grid, out, executor, progress=not quiet, on_start=lambda p: _print_start(p, workers))
+    ex = make_executor(executor, workers, ray_address, ray_cpus, ray_gpus)
+    try:
+        outcome = run_sweep(grid, out, ex, progress=not quiet, on_start=lambda p: _print_start(p, ex, executor))
+    finally:
+        close_executor(ex)
     plan = outcome.plan
     con.print(f"{safe(grid.name)}: {outcome.n_complete} of {len(plan.runs)} runs complete in {safe(out)} "
               f"({outcome.n_ran} run now, {len(outcome.failed)} failed)")
-    for res in outcome.failed:
-        con.print(f"  failed {res.run_id}: {safe(res.error, 300)}")
+    for res in outcome.failed + outcome.interrupted:
+        con.print(f"  {res.state} {res.run_id}: {safe(res.error, 300)}")
     if outcome.failed:
         raise DataError(f"{len(outcome.failed)} of {len(plan.runs)} runs failed (see their status.json); "
                         "run the sweep again to retry them")
+    if outcome.interrupted:
+        raise DataError(f"{len(outcome.interrupted)} of {len(plan.runs)} runs were left incomplete; "
+                        "run the sweep again to resume them")
 
 
-def _print_start(plan, workers: int) -> None:
+def _print_start(plan, ex, kind: str) -> None:
     todo = len(plan.todo)
     msg = f"{plan.grid.name}: {len(plan.runs)} runs, {plan.n_complete} complete, {todo} to run"
-    console(stderr=True).print(safe(msg + (f" on {workers} workers" if todo and workers > 1 else ""), 300))
+    if todo and kind == "ray":
+        msg += f" on Ray ({ex.address}, {ex.workers} task slots)"
+    elif todo and ex.workers > 1:
+        msg += f" on {ex.workers} workers"
+    console(stderr=True).print(safe(msg, 300))
 
 
 def _print_plan(con, plan) -> None:

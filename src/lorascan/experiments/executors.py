@@ -11,6 +11,9 @@ the iterator; the sweep's ``fn`` records failures itself and does not raise.
   ``cores // workers`` torch threads. Workers exit by themselves when the parent process dies
   (a killed sweep leaves no training running behind it).
 
+- :class:`~lorascan.experiments.ray_executor.RayExecutor`: one Ray task per job, on a local
+  Ray or a cluster (``pip install 'lorascan[ray]'``; Ray is imported only when it is chosen).
+
 Optional members, asked for with ``getattr`` so that the two above stay minimal:
 
 - ``executor.share(value)`` -> a :class:`Shared` handle to put in every job instead of the
@@ -37,6 +40,7 @@ from lorascan.errors import DataError, UsageError
 J = TypeVar("J")
 R = TypeVar("R")
 T = TypeVar("T")
+EXECUTORS = ("local", "ray")
 
 
 class Executor(Protocol):
@@ -68,6 +72,35 @@ def share(executor: Any, value: T) -> Shared[T]:
 def unshare(value: Any) -> Any:
     """In a worker: the value behind a :class:`Shared` handle; anything else as it is."""
     return value.get() if isinstance(value, Shared) else value
+
+
+def make_executor(kind: str, workers: int = 1, ray_address: str | None = None, ray_cpus: float = 1.0,
+                  ray_gpus: float = 0.0) -> Any:
+    """The executor a command asked for: ``local`` (serial, or ``workers`` processes) or
+    ``ray`` (a local Ray started here, or the cluster at ``ray_address``; connected now, so
+    a missing Ray or an unreachable address fails before anything is written). Close it
+    with :func:`close_executor`."""
+    if kind not in EXECUTORS:
+        raise UsageError(f"unknown executor {kind!r} (use {' or '.join(EXECUTORS)})")
+    if workers < 1:
+        raise UsageError(f"--workers must be >= 1, got {workers}")
+    if kind == "local":
+        if ray_address is not None:
+            raise UsageError("--ray-address needs --executor ray")
+        return SerialExecutor() if workers == 1 else ProcessExecutor(workers)
+    if workers != 1:
+        raise UsageError("--workers is for --executor local; on Ray the cluster's CPUs and --ray-cpus per task "
+                         "decide how many run at once")
+    from lorascan.experiments.ray_executor import RayExecutor
+
+    return RayExecutor(address=ray_address, cpus_per_task=ray_cpus, gpus_per_task=ray_gpus)
+
+
+def close_executor(executor: Any) -> None:
+    """Release what an executor holds (a Ray connection it started); a no-op for the others."""
+    close = getattr(executor, "close", None)
+    if close is not None:
+        close()
 
 
 def available_cores() -> int:
