@@ -7,6 +7,7 @@ from typing import Any
 
 import click
 
+from lorascan.cli.executor_options import executor_options
 from lorascan.errors import DataError, LorascanError, UsageError
 
 FAIL_ON = ("none", "review", "block")
@@ -37,6 +38,7 @@ LEVELS = ("allow", "review", "block")
 @click.option("--out", default=None, metavar="DIR",
               help="Batch: one record per adapter under DIR/records, DIR/summary.json (resumable).")
 @click.option("--workers", default=1, show_default=True, help="Batch: adapters scanned in parallel processes.")
+@executor_options
 @click.option("--fail-on", type=click.Choice(FAIL_ON), default="none", show_default=True,
               help=f"Exit {EXIT_FAIL_ON} when a verdict reaches this level (CI gate).")
 @click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
@@ -44,7 +46,8 @@ LEVELS = ("allow", "review", "block")
 @click.pass_context
 def command(ctx: click.Context, adapters: tuple[str, ...], base: str | None, task: str | None, detectors: str,
             probe_data: str, profiles: str | None, token_reference: str, json_out: str | None, html_out: str | None,
-            sarif_out: str | None, out: str | None, workers: int, fail_on: str, device: str, quiet: bool) -> None:
+            sarif_out: str | None, out: str | None, workers: int, executor: str, ray_address: str | None,
+            ray_cpus: float, ray_gpus: float, fail_on: str, device: str, quiet: bool) -> None:
     """Scan ADAPTER (a PEFT folder, a hub id ORG/NAME[@REVISION], a folder of adapters or a list
     file) for a trigger-activated backdoor and print allow, review or block with the reasons.
 
@@ -67,7 +70,9 @@ def command(ctx: click.Context, adapters: tuple[str, ...], base: str | None, tas
                              "(rebuild reports with 'lorascan report')")
         if not out:
             raise UsageError("a batch scan writes one record per adapter: pass --out DIR")
-        ctx.exit(_batch(entries, config, out, workers, fail_on))
+        ctx.exit(_batch(entries, config, out, fail_on, (executor, workers, ray_address, ray_cpus, ray_gpus)))
+    if executor != "local" or ray_address is not None:
+        raise UsageError("--executor ray is for a batch scan: give a folder or list of adapters, or --out DIR")
     ctx.exit(_single(entries[0], config, json_out, html_out, sarif_out, fail_on))
 
 
@@ -102,10 +107,16 @@ def _error_from(rec: dict[str, Any]) -> LorascanError:
     return err
 
 
-def _batch(entries: list[str], config: Any, out: str, workers: int, fail_on: str) -> int:
+def _batch(entries: list[str], config: Any, out: str, fail_on: str, executor_args: tuple) -> int:
+    from lorascan.experiments.executors import close_executor, make_executor
     from lorascan.scan.batch import run_batch
 
-    summary = run_batch(entries, config, out, workers, on_record=_print)
+    kind, workers = executor_args[:2]
+    ex = make_executor(*executor_args)  # checks the options; local: run_batch's own workers scan
+    try:
+        summary = run_batch(entries, config, out, workers, on_record=_print, executor=ex if kind == "ray" else None)
+    finally:
+        close_executor(ex)
     c = summary["counts"]
     _echo(f"{summary['n']} adapters: {c['allow']} allow, {c['review']} review, {c['block']} block, "
           f"{c['error']} not scanned; records in {out}/records, summary {out}/summary.json")

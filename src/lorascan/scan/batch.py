@@ -5,6 +5,11 @@ adapter on disk now is not scanned again; errors are retried. Records are writte
 so a batch killed mid-way leaves only whole records. ``workers`` > 1 scans in worker processes
 (each loads its own model; on 2 cores two workers mostly overlap model loading with readout).
 An adapter that fails is recorded with its error and the batch goes on.
+
+Any executor of :mod:`lorascan.experiments.executors` can run the scans instead (``executor``;
+``lorascan scan --executor ray``): one job per adapter (its spec and the scan config, nothing
+else), records written here by the driver as results come back. An adapter whose Ray worker
+died for good (retries spent) is recorded as an error, so the next batch scans it again.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import hashlib
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -65,17 +71,36 @@ def _done(path: Path, spec: str) -> dict[str, Any] | None:
     return rec
 
 
-def _worker(spec: str, config: ScanConfig, threads: int) -> dict[str, Any]:
-    import torch
+@dataclass(frozen=True)
+class ScanJob:
+    """One adapter for an executor: the entry as given and the scan settings."""
 
-    torch.set_num_threads(threads)  # workers x threads = the cores: no oversubscription
-    return scan_one(spec, config)
+    spec: str
+    config: ScanConfig
+    threads: int | None = None
+
+    @property
+    def needs_gpu(self) -> bool:
+        return self.config.device.startswith("cuda")
+
+    def lost(self, reason: str) -> tuple[str, dict[str, Any]]:
+        return self.spec, error_record(self.spec, DataError(f"cannot scan {self.spec}: {reason}"))
+
+
+def scan_job(job: ScanJob) -> tuple[str, dict[str, Any]]:
+    """An executor's unit of work: ``(spec, record)``."""
+    if job.threads:
+        import torch
+
+        torch.set_num_threads(job.threads)
+    return job.spec, scan_one(job.spec, job.config)
 
 
 def run_batch(entries: Sequence[str], config: ScanConfig, out: str | Path, workers: int = 1,
-              on_record: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+              on_record: Callable[[dict[str, Any]], None] | None = None, executor: Any = None) -> dict[str, Any]:
     """Scan ``entries`` into ``out``; returns the summary record (also written as
-    ``out/summary.json``)."""
+    ``out/summary.json``). ``executor``: run the scans there instead of in ``workers``
+    local processes."""
     if workers < 1:
         raise UsageError(f"--workers must be >= 1, got {workers}")
     out = Path(out)
@@ -104,7 +129,11 @@ def run_batch(entries: Sequence[str], config: ScanConfig, out: str | Path, worke
         if on_record:
             on_record(rec)
 
-    if workers == 1 or len(todo) <= 1:
+    if executor is not None:
+        threads = getattr(executor, "threads", None)
+        for spec, rec in executor.map(scan_job, [ScanJob(spec, config, threads) for spec in todo]):
+            keep(spec, rec)
+    elif workers == 1 or len(todo) <= 1:
         from lorascan.probe.generalization import ClassifierPool
 
         pool = ClassifierPool(device=config.device)  # one base model for the whole batch
@@ -113,11 +142,12 @@ def run_batch(entries: Sequence[str], config: ScanConfig, out: str | Path, worke
     else:
         with ProcessPoolExecutor(max_workers=workers) as ex:
             threads = max(1, (os.cpu_count() or 1) // workers)
-            futures = {ex.submit(_worker, spec, config, threads): spec for spec in todo}
+            # workers x threads = the cores: no oversubscription
+            futures = {ex.submit(scan_job, ScanJob(spec, config, threads)): spec for spec in todo}
             for fut in as_completed(futures):
                 spec = futures[fut]
                 try:
-                    rec = fut.result()
+                    rec = fut.result()[1]
                 except Exception as err:  # noqa: BLE001 - a worker that died: recorded, batch goes on
                     rec = error_record(spec, DataError(f"worker failed: {type(err).__name__}: {str(err)[:200]}"))
                 keep(spec, rec)
