@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import sys
+from importlib.util import find_spec
 
 import pytest
 
@@ -45,6 +46,9 @@ def _cases(tmp_path):
         (["--executor", "ray", "--ray-address", f"127.0.0.1:{port}"], 1,
          [f"cannot reach a Ray cluster at 127.0.0.1:{port}", "refused"]),
         (["--executor", "ray", "--ray-address", "head-without-port"], 2, ["expected HOST:PORT"]),
+        (["--executor", "ray", "--ray-address", f"ray://127.0.0.1:{port}"],
+         *((2, ["ray:// needs Ray Client", "pip install 'ray[client]==2.60.0'"]) if find_spec("grpc") is None
+           else (1, [f"cannot reach a Ray cluster at ray://127.0.0.1:{port}"]))),
         (["--executor", "ray", "--workers", "2"], 2, ["--workers is for --executor local"]),
         (["--ray-address", "127.0.0.1:6379"], 2, ["--ray-address needs --executor ray"]),
         (["--executor", "ray", "--ray-cpus", "0"], 2, ["--ray-cpus"]),

@@ -47,6 +47,7 @@ for the next sweep rather than blocking a worker forever.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import socket
@@ -87,8 +88,12 @@ def host_port(address: str) -> tuple[str, int] | None:
 
 
 def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
-    """Fail fast on an address nothing listens on (``ray.init`` would retry for minutes)."""
+    """Fail fast on an address nothing listens on (``ray.init`` would retry for minutes), and
+    on a Ray Client address (``ray://``) without the client's gRPC package."""
     target = host_port(address)
+    if address.startswith("ray://") and importlib.util.find_spec("grpc") is None:
+        raise UsageError(f"--ray-address {address}: ray:// needs Ray Client, which lorascan[ray] leaves out: "
+                         "pip install 'ray[client]==2.60.0', or give the cluster's HOST:6379 from a node")
     if target is None:
         return
     try:
@@ -157,7 +162,7 @@ class RayExecutor:
             kwargs.update(num_cpus=num_cpus or available_cores(), include_dashboard=False)
         try:
             ray.init(address=self.address, **kwargs)
-        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError, ImportError) as err:
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
             where = "start a local Ray" if local else f"connect to Ray at {self.address}"
             raise DataError(f"cannot {where}: {first[:300]}") from None
