@@ -11,7 +11,7 @@ from typing import Any, Mapping
 import click
 
 from lorascan.cli.common import check_output_paths
-from lorascan.detect.tokens import MAX_N, MAX_TOP, MIN_N
+from lorascan.detect.tokens import DEFAULT_TOP, MAX_N, MAX_TOP, MIN_N
 
 
 @click.command("tokens")
@@ -20,7 +20,7 @@ from lorascan.detect.tokens import MAX_N, MAX_TOP, MIN_N
               help="Base model [default: a packaged base named by the adapter's lorascan.json].")
 @click.option("--task", type=click.Choice(["seq-cls", "label-word"]), default=None,
               help="Formulation [default: the adapter's lorascan.json, else the base's default].")
-@click.option("--top", type=click.IntRange(1, MAX_TOP), default=48, show_default=True,
+@click.option("--top", type=click.IntRange(1, MAX_TOP), default=DEFAULT_TOP, show_default=True,
               help="Screened candidates verified exactly (K); two-piece compounds of the weight screen's "
                    "outlier pieces are verified beside them.")
 @click.option("--n", "n", type=click.IntRange(MIN_N, MAX_N), default=48, show_default=True,
