@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 from lorascan.errors import DataError, LorascanError, UsageError
 from lorascan.records import record_header, remove_dead_temp_files, sha256_file, write_json_atomic
-from lorascan.scan.pipeline import ScanConfig, error_record, scan_adapter
+from lorascan.scan.pipeline import ScanConfig, error_record, scan_adapter, settings_digest
 from lorascan.text import slug
 
 SUMMARY_KIND = "scan_batch"
@@ -54,12 +54,15 @@ def scan_one(spec: str, config: ScanConfig, pool: Any = None) -> dict[str, Any]:
         return error_record(spec, DataError(f"cannot scan {spec}: {type(err).__name__}: {str(err)[:200]}"))
 
 
-def _done(path: Path, spec: str) -> dict[str, Any] | None:
+def _done(path: Path, spec: str, settings: str) -> dict[str, Any] | None:
+    """The record of an earlier batch for ``spec`` when it can stand: scanned, the adapter's
+    files unchanged and the scan settings the same (``settings``: their digest,
+    :func:`lorascan.scan.pipeline.settings_digest`); else None (scan again)."""
     try:
         rec = json.loads(path.read_text("utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(rec, dict) or rec.get("status") != "ok":
+    if not isinstance(rec, dict) or rec.get("status") != "ok" or rec.get("settings_sha256") != settings:
         return None
     files = (rec.get("adapter") or {}).get("files") or {}
     folder = Path((rec.get("adapter") or {}).get("path") or spec)
@@ -113,8 +116,9 @@ def run_batch(entries: Sequence[str], config: ScanConfig, out: str | Path, worke
         raise DataError(f"cannot write to {out}: {err.strerror or err}") from None
     results: dict[str, dict[str, Any]] = {}
     todo = []
+    settings = settings_digest(config)
     for spec in entries:
-        prev = _done(records_dir / record_name(spec), spec)
+        prev = _done(records_dir / record_name(spec), spec, settings)
         if prev is not None:
             results[spec] = prev
             prev = {**prev, "_resumed": True}

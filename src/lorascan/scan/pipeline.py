@@ -153,6 +153,39 @@ def run_detectors(ctx: ScanContext, config: ScanConfig, profiles: dict[str, Any]
     return rows, judgements
 
 
+def scan_settings(config: ScanConfig) -> dict[str, Any]:
+    """Everything besides the adapter's files that a scan's verdict depends on: the lorascan
+    version, base and task overrides, each detector with its arguments, the probe set, and the
+    profiles and token reference files by content (the shipped ones included). A batch reuses
+    a record only when these are the same (:mod:`lorascan.scan.batch`)."""
+    from lorascan import __version__
+    from lorascan.detect import profiles as shipped_profiles
+    from lorascan.detect import token_reference
+
+    def content(path: str | None) -> str | None:
+        return sha256_file(path) if path and Path(path).is_file() else path
+
+    registry = register_builtin_detectors(DETECTORS.copy())
+    profiles = ({"file": content(config.profiles)} if config.profiles else
+                {k: sha256_file(v) for k, v in shipped_profiles.shipped().items()})
+    reference = (config.token_reference if config.token_reference == "none" else
+                 {"file": content(config.token_reference)} if config.token_reference != "auto" else
+                 {k: sha256_file(v) for k, v in token_reference.shipped().items()})
+    return {"lorascan_version": __version__, "base": config.base, "task": config.task,
+            "detectors": {n: registry.create(n, **_detector_args(n, config)).args for n in config.detectors},
+            "probe_data": {"name": config.probe_data, "content": content(config.probe_data)},
+            "profiles": profiles, "token_reference": reference}
+
+
+def settings_digest(config: ScanConfig) -> str:
+    """SHA-256 of :func:`scan_settings` as canonical JSON."""
+    import hashlib
+    import json
+
+    text = json.dumps(scan_settings(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def scan_adapter(inp: AdapterInput, config: ScanConfig, pool: Any = None) -> dict[str, Any]:
     """The scan record of one adapter; raises a LorascanError when the scan cannot start."""
     from lorascan.detect.profiles import profiles_for
@@ -173,7 +206,7 @@ def scan_adapter(inp: AdapterInput, config: ScanConfig, pool: Any = None) -> dic
             "task": {"name": ctx.task, "source": ctx.task_source},
             "probe_inputs": ctx.probes.describe() if ctx.probes else None,
             "profiles": profile_source, "findings": findings, "detectors": rows, "verdict": verdict,
-            "wall_time_s": time.perf_counter() - t0}
+            "settings_sha256": settings_digest(config), "wall_time_s": time.perf_counter() - t0}
 
 
 def error_record(spec: str, error: Exception) -> dict[str, Any]:
