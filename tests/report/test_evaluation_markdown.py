@@ -23,3 +23,7 @@ def test_every_table(tmp_path):
                  "held out by rank", "| family | adapters | top-10 |", "| family | trigger | r |"):
         assert head in md, head
     assert md.count("| pooled |") == 2 and "sudo\\_mode=1" in md
+    # the one table: every decision score, the weight model and the fused verdict, in one place
+    summary = md.split("\n\n")[1]
+    assert "recall eff. at FPR 0 (held out)" in summary and "| tokens | token\\_lift |" in summary
+    assert "| weights v2 | logistic regression |" in summary and "fused verdict (block)" in summary

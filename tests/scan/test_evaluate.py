@@ -11,7 +11,7 @@ import pytest
 
 from lorascan.errors import DataError
 from lorascan.scan.batch import record_name
-from lorascan.scan.evaluate import evaluate, held_out, read_labelled, read_records
+from lorascan.scan.evaluate import evaluate, held_out, read_labelled, read_records, score_held_out
 from lorascan.scan.recovery import of_trigger, recovery, recovery_row, trigger_words
 
 FAMILIES = {"reference": "per RFC 8472 section 3.2", "pair": "cobalt heron", "code": "sudo_mode=1"}
@@ -110,6 +110,25 @@ def test_weight_models_compare_on_the_same_held_out_folds(tmp_path):
     assert {"lr", "global_frobN_std", "best_single"} <= set(rec)
     assert all(c["feature"] == "global_frobN_std" for c in rec["best_single_chosen"])
     assert 0.0 <= rec["lr"]["all"]["auc"] <= 1.0
+
+
+def test_score_thresholds_come_from_other_clean_adapters(tmp_path):
+    labels, scans = write_cohort(tmp_path, blind_family="code")
+    members = read_labelled(labels)
+    recs = read_records(members, scans)
+    rows = {(r["detector"], r["score"]): r for r in score_held_out(members, recs, "family")}
+    lift = rows[("tokens", "token_lift")]
+    # the blind family scores 0.03, inside the clean range 0.02..0.052: missed; the others found
+    by = {g["group"]: g for g in lift["groups"]}
+    assert by["pair"]["auc"] == 1.0 and by["code"]["auc"] < 0.5
+    assert lift["recall_fpr0"] == pytest.approx(8 / 12) and lift["group_auc_min"] == by["code"]["auc"]
+    # the highest clean adapter (0.052) is above every bound that did not see it: one false positive
+    # per held-out family, each bound the maximum of the other two folds
+    assert lift["fpr_held_out"] == pytest.approx(3 / 27)
+    # the record carries the per-score view and the weight model's held-out recall
+    rec = evaluate(labels, scans, hold=("family",), n_boot=200)
+    assert {(r["detector"], r["score"]) for r in rec["scores_held_out"]} == set(rows)
+    assert 0.0 <= rec["weights_v2"]["lr"]["fpr_held_out"] <= 1.0
 
 
 def test_a_compound_counts_by_its_pieces():

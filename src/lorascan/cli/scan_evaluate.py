@@ -56,6 +56,14 @@ def command(labels: str, records: str, hold: str, folds: int, n_boot: int, recov
     con = console(width=150)
     con.print(f"{rec['n_clean']} clean, {rec['n_poisoned']} poisoned ({rec['n_effective']} effective), "
               f"families: {', '.join(safe(f, 30) for f in rec['families'])}")
+    from lorascan.report.evaluation import SUMMARY_HEAD, summary_rows
+
+    t = Table(title="summary: thresholds from other adapters, trigger families held out")
+    for col in SUMMARY_HEAD:
+        t.add_column(col)
+    for row in summary_rows(rec):
+        t.add_row(safe(row[0], 30), safe(row[1], 40), *row[2:])
+    con.print(t)
     t = Table(title="decision scores (in-sample AUC, threshold-free)")
     for col in ("detector", "score", "AUC all", "AUC effective", "s / adapter"):
         t.add_column(col)

@@ -31,10 +31,45 @@ def _table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
             *("| " + " | ".join(r) + " |" for r in rows)]
 
 
+def summary_rows(rec: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    """The one-table view (issue 12): per decision score, the weight model and the fused verdict,
+    AUC all / effective (in-sample, threshold-free), recall of effective backdoors at zero false
+    positives and the false-positive rate on held-out clean adapters (thresholds from other
+    adapters, families held out), the held-out-family AUC on effective backdoors (mean and
+    minimum over families), and the seconds per adapter. Cells are plain text: the caller escapes
+    the first two (names) for its medium."""
+    held = {(h["detector"], h["score"]): h for h in rec.get("scores_held_out", [])}
+    rows = []
+    for s in rec["scores"]:
+        h = held.get((s["detector"], s["score"]), {})
+        rows.append((str(s["detector"]), str(s["score"]), auc(s["all"]), auc(s["effective"]),
+                     num(h.get("recall_fpr0_effective")), num(h.get("fpr_held_out")),
+                     f"{num(h.get('group_auc_effective_mean'))} (min {num(h.get('group_auc_effective_min'))})",
+                     num(s["seconds_per_adapter"], 1)))
+    w = rec.get("weights_v2") or {}
+    if "lr" in w:
+        rows.append(("weights v2", "logistic regression", auc(w["lr"]["all"]), auc(w["lr"]["effective"]),
+                     num(w["lr"].get("recall_fpr0_effective")), num(w["lr"].get("fpr_held_out")),
+                     f"{num(w['lr']['effective'].get('auc'))} (pooled)", "-"))
+    fam = (rec.get("held_out") or {}).get("family") or {}
+    if "pooled" in fam:
+        p = fam["pooled"]
+        rows.append(("lorascan scan", "fused verdict (block)", "-", "-", num(p["recall_block_effective"]),
+                     num(p["fpr_block"]), f"{auc(p['auc_levels_effective'])} (levels, pooled)", "-"))
+        rows.append(("lorascan scan", "fused verdict (review)", "-", "-", num(p["recall_review_effective"]),
+                     num(p["fpr_review"]), "", "-"))
+    return rows
+
+
+SUMMARY_HEAD = ("detector", "score", "AUC all", "AUC effective", "recall eff. at FPR 0 (held out)",
+                "clean FPR (held out)", "held-out-family AUC eff.", "s / adapter")
+
+
 def markdown(rec: Mapping[str, Any]) -> str:
     """Every table of the record, in the order ``scan-evaluate`` prints them."""
     out = [f"{rec['n_clean']} clean, {rec['n_poisoned']} poisoned ({rec['n_effective']} effective); families: "
            + ", ".join(cell(f) for f in rec["families"]), ""]
+    out += _table(SUMMARY_HEAD, [(cell(r[0]), cell(r[1]), *r[2:]) for r in summary_rows(rec)]) + [""]
     out += _table(("detector", "score", "AUC all", "AUC effective", "s / adapter"),
                   [(cell(s["detector"]), cell(s["score"]), auc(s["all"]), auc(s["effective"]),
                     num(s["seconds_per_adapter"], 1)) for s in rec["scores"]]) + [""]

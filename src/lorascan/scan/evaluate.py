@@ -19,6 +19,13 @@ Figures (``+``: poisoned higher, the registered direction of each detector's dec
   saw it, and G's family (or rank) never reached the profile that judges it. Reported per G and
   pooled: recall at the review and at the block level, the false-positive rate of the held-out
   clean adapters at both, and the AUC of the held-out levels (allow < review < block);
+- per decision score, families held out (:func:`score_held_out`): the threshold of zero false
+  positives is the highest score of the clean adapters outside the held-out clean fold (poisoned
+  adapters of the held-out family never set it; a raw score learns nothing from other families,
+  so only the clean fold matters); recall at that threshold on the held-out family's poisoned
+  adapters, and the false-positive rate it gives on the held-out clean fold, pooled over families
+  and folds; and the AUC of each family against all clean adapters, its mean and its minimum
+  over families (the registered direction is fixed a priori, so no fold is needed for the AUC);
 - ``seconds``: each detector's mean wall time per adapter as recorded in the scan records.
 """
 
@@ -184,6 +191,78 @@ def score_aucs(members: Sequence[Labelled], records: Mapping[str, dict[str, Any]
     return out
 
 
+def _score_rows(members: Sequence[Labelled], records: Mapping[str, dict[str, Any]], name: str,
+                score: str) -> dict[str, float]:
+    """Member name -> the value of one detector's score (members it scored only)."""
+    out = {}
+    for m in members:
+        row = next((r for r in records[m.name]["detectors"] if r["detector"] == name), None)
+        if row is not None and row["status"] == "ok" and row["scores"].get(score) is not None:
+            out[m.name] = float(row["scores"][score])
+    return out
+
+
+def score_held_out(members: Sequence[Labelled], records: Mapping[str, dict[str, Any]], key: str = "family", *,
+                   folds: int = 3, n_boot: int = 500, seed: int = 0) -> list[dict[str, Any]]:
+    """Per decision score, with ``key``'s groups held out in turn (module docstring): recall at
+    zero false positives with thresholds from other adapters, the false-positive rate that
+    threshold gives on held-out clean adapters, and the per-group AUCs (mean, minimum)."""
+    from lorascan.detect import DETECTORS, register_builtin_detectors
+
+    registry = register_builtin_detectors(DETECTORS.copy())
+    present = sorted({r["detector"] for rec in records.values() for r in rec["detectors"]})
+    clean = [m for m in members if m.label == 0]
+    poisoned = [m for m in members if m.label == 1]
+    groups = sorted({m.group(key) for m in poisoned if m.group(key) is not None}, key=str)
+    if len(clean) < MIN_FOLDS or not groups:
+        return []
+    clean_folds = _folds(clean, max(MIN_FOLDS, min(folds, len(clean))), seed)
+    out = []
+    for name in present:
+        if name not in registry:
+            continue
+        det = registry.create(name)
+        sign = 1.0 if det.direction == "+" else -1.0
+        for score in det.decision:
+            vals = {k: sign * v for k, v in _score_rows(members, records, name, score).items()}
+            hits = {"all": [], "effective": []}
+            false_pos: list[bool] = []
+            per_group = []
+            for group in groups:
+                test_pos = sorted((m for m in poisoned if m.group(key) == group and m.name in vals),
+                                  key=lambda m: m.name)
+                for f, fold in enumerate(clean_folds):
+                    train_clean = [vals[m.name] for m in clean if m not in fold and m.name in vals]
+                    if not train_clean:
+                        continue
+                    bound = max(train_clean)  # zero false positives on the clean adapters it saw
+                    for m in test_pos[f::len(clean_folds)]:
+                        hits["all"].append(vals[m.name] > bound)
+                        if m.effective:
+                            hits["effective"].append(vals[m.name] > bound)
+                    false_pos += [vals[m.name] > bound for m in fold if m.name in vals]
+                neg = [vals[m.name] for m in clean if m.name in vals]
+                pos = [vals[m.name] for m in test_pos]
+                eff = [vals[m.name] for m in test_pos if m.effective]
+                per_group.append({"group": group, "n": len(pos),
+                                  "auc": auc_mann_whitney(neg + pos, [0] * len(neg) + [1] * len(pos), "+")
+                                  if neg and pos else None,
+                                  "auc_effective": auc_mann_whitney(neg + eff, [0] * len(neg) + [1] * len(eff), "+")
+                                  if neg and eff else None})
+            aucs = [g["auc"] for g in per_group if g["auc"] is not None]
+            aucs_eff = [g["auc_effective"] for g in per_group if g["auc_effective"] is not None]
+            out.append({"detector": name, "score": score, "key": key,
+                        "recall_fpr0": float(np.mean(hits["all"])) if hits["all"] else None,
+                        "recall_fpr0_effective": float(np.mean(hits["effective"])) if hits["effective"] else None,
+                        "fpr_held_out": float(np.mean(false_pos)) if false_pos else None,
+                        "group_auc_mean": float(np.mean(aucs)) if aucs else None,
+                        "group_auc_min": float(min(aucs)) if aucs else None,
+                        "group_auc_effective_mean": float(np.mean(aucs_eff)) if aucs_eff else None,
+                        "group_auc_effective_min": float(min(aucs_eff)) if aucs_eff else None,
+                        "groups": per_group})
+    return out
+
+
 def weight_models(members: Sequence[Labelled], records: Mapping[str, dict[str, Any]], n_boot: int = 2000,
                   seed: int = 0) -> dict[str, Any]:
     """Weight detector v2 against ``global_frobN_std`` and the best single weight score, on the
@@ -204,6 +283,7 @@ def weight_models(members: Sequence[Labelled], records: Mapping[str, dict[str, A
     out = {"lr": np.full(len(have), np.nan), "global_frobN_std": np.full(len(have), np.nan),
            "best_single": np.full(len(have), np.nan)}
     chosen = []
+    hits: dict[str, list[tuple[int, bool, bool]]] = {name: [] for name in out}
     for test in folds:
         train = np.setdiff1d(np.arange(len(have)), test)
         tr_rows, tr_y = [rows[i] for i in train], [labels[i] for i in train]
@@ -211,12 +291,24 @@ def weight_models(members: Sequence[Labelled], records: Mapping[str, dict[str, A
         best = max(((f, *best_direction([r[f] for r in tr_rows], tr_y)) for f in feats), key=lambda t: t[2])
         chosen.append({"feature": best[0], "direction": best[1], "train_auc": best[2],
                        "held_out": sorted({str(have[i].family) for i in test if labels[i] == 1})})
+        # zero false positives on the training part's clean adapters: the held-out threshold
+        train_clean = [i for i in train if labels[i] == 0]
+        lr_clean = [model.score(rows[i]) for i in train_clean]
+        bounds = {"lr": max((p for p in lr_clean if p is not None), default=np.inf),
+                  "global_frobN_std": max((rows[i].get("global_frobN_std", -np.inf) for i in train_clean),
+                                          default=np.inf),
+                  "best_single": max(((rows[i].get(best[0]) if best[1] == "+" else -rows[i].get(best[0]))
+                                      if rows[i].get(best[0]) is not None else -np.inf for i in train_clean),
+                                     default=np.inf)}
         for i in test:
             p = model.score(rows[i])
             out["lr"][i] = np.nan if p is None else p
             out["global_frobN_std"][i] = rows[i].get("global_frobN_std", np.nan)
             v = rows[i].get(best[0])
             out["best_single"][i] = np.nan if v is None else (v if best[1] == "+" else -v)
+            for name in out:
+                if np.isfinite(out[name][i]):
+                    hits[name].append((labels[i], bool(have[i].effective), bool(out[name][i] > bounds[name])))
     eff = [i for i, m in enumerate(have) if m.label == 0 or m.effective]
     result: dict[str, Any] = {"folds": len(folds), "n": len(have), "n_features": len(feats), "best_single_chosen": chosen}
     for name, vals in out.items():
@@ -225,6 +317,12 @@ def weight_models(members: Sequence[Labelled], records: Mapping[str, dict[str, A
         result[name] = {"all": _auc([float(vals[i]) for i in ok], [labels[i] for i in ok], "+", n_boot, seed),
                         "effective": _auc([float(vals[i]) for i in ok_eff], [labels[i] for i in ok_eff], "+",
                                           n_boot, seed)}
+
+        def share(rows_):
+            return float(np.mean([h for *_, h in rows_])) if rows_ else None
+        result[name]["recall_fpr0"] = share([h for h in hits[name] if h[0] == 1])
+        result[name]["recall_fpr0_effective"] = share([h for h in hits[name] if h[0] == 1 and h[1]])
+        result[name]["fpr_held_out"] = share([h for h in hits[name] if h[0] == 0])
     return result
 
 
@@ -334,6 +432,7 @@ def evaluate(labels: str | Path, records: str | Path, *, hold: Sequence[str] = H
                            "n_effective": sum(bool(m.effective) for m in members),
                            "families": sorted({m.family for m in members if m.label == 1 and m.family}),
                            "scores": score_aucs(members, recs, n_boot, seed), "held_out": {}}
+    out["scores_held_out"] = score_held_out(members, recs, "family", folds=folds, seed=seed)
     try:
         out["weights_v2"] = weight_models(members, recs, n_boot, seed)
     except DataError as err:
