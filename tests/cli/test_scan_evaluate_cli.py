@@ -31,3 +31,15 @@ def test_bad_input(cli, tmp_path):
                           "does not exist")
     assert_one_line_error(cli("scan-evaluate", tmp_path / "missing.json", "--records", scans), 1, "not found")
     assert not out.exists()
+
+
+def test_scan_calibrate_from_records_scans_nothing(cli, tmp_path):
+    from tests.scan.test_evaluate import write_cohort
+
+    labels, scans = write_cohort(tmp_path)
+    out = tmp_path / "profiles.json"
+    res = cli("scan-calibrate", str(labels), "--base", "minilm", "--records", str(scans), "--from-records",
+              "--detectors", "weights,tokens", "--bootstrap", "100", "--out", str(out))
+    assert res.code == 0, res.err
+    assert "tokens: token_lift AUC 1.000" in res.out
+    assert set(json.loads(out.read_text())["profiles"]) == {"weights", "tokens"}

@@ -173,3 +173,21 @@ def test_adapters_that_built_the_token_reference_are_left_out():
     keep, dropped = without_reference_sources(members, recs)
     assert [m.name for m in keep] == ["b", "c"] and dropped == ["a"]
     assert without_reference_sources(members, {k: {"detectors": []} for k in recs})[1] == []
+
+
+def test_profiles_from_records_alone(tmp_path):
+    from lorascan.scan.calibrate import profile_set_from_records
+
+    labels, scans = write_cohort(tmp_path)
+    members = read_labelled(labels)
+    recs = read_records(members, scans)
+    rec = profile_set_from_records([m.member for m in members], recs, "minilm", ("weights", "tokens"),
+                                   cohort_name="synthetic", n_boot=100, groups={m.name: m.family for m in members})
+    assert set(rec["profiles"]) == {"weights", "tokens"} and rec["cohort"]["n_poisoned"] == 12
+    assert rec["profiles"]["tokens"]["features"]["token_lift"]["auc"] == 1.0
+    # records of another scan setting (other detector arguments) are refused, naming both adapters
+    first = members[0].name
+    recs[first] = {**recs[first], "detectors": [{**r, "detector_args": {"top": 7}} for r in recs[first]["detectors"]]}
+    with pytest.raises(DataError, match="different scan settings"):
+        profile_set_from_records([m.member for m in members], recs, "minilm", ("weights", "tokens"),
+                                 cohort_name="synthetic", n_boot=100)

@@ -88,6 +88,38 @@ def profiles_from_rows(members: Sequence[CohortMember], rows: dict[str, list[dic
     return profiles
 
 
+def profile_set_from_records(members: Sequence[CohortMember], records: Mapping[str, dict[str, Any]], base: str,
+                             detectors: Sequence[str], *, cohort_name: str, n_boot: int = 2000, seed: int = 0,
+                             groups: Mapping[str, str | None] | None = None) -> dict[str, Any]:
+    """The profile-set record from scan records already made (``{member name: scan record}``),
+    nothing rescanned: a cohort whose adapters are gone (a run folder not kept) still calibrates
+    from the records it left in ``results/``. The records must come from one scan setting: their
+    base, probe set and each detector's arguments must agree, or the profiles would judge a scan
+    by bounds of another one."""
+    labels = [m.label for m in members]
+    if len(set(labels)) < 2:
+        raise DataError("a calibration cohort needs clean and poisoned adapters")
+    settings = {}
+    for m in members:
+        rec = records[m.name]
+        args = {r["detector"]: r.get("detector_args") for r in rec.get("detectors") or () if r["detector"] in detectors}
+        key = json.dumps({"base": (rec.get("base") or {}).get("name"), "args": args,
+                          "probe": (rec.get("probe_inputs") or {}).get("sha256")}, sort_keys=True, default=str)
+        settings.setdefault(key, m.name)
+    if len(settings) > 1:
+        a, b = list(settings.values())[:2]
+        raise DataError(f"the records of {a} and {b} come from different scan settings (base, probe set or "
+                        "detector arguments); rescan them alike before calibrating")
+    rows = {m.name: records[m.name]["detectors"] for m in members}
+    profiles = profiles_from_rows(members, rows, base, detectors, n_boot, seed, groups)
+    probe = next(iter(records.values())).get("probe_inputs") or {}
+    n_pos = sum(labels)
+    desc = {"name": cohort_name, "n_clean": len(labels) - n_pos, "n_poisoned": n_pos,
+            "members": [{"name": m.name, "label": m.label, "label_source": m.source} for m in members],
+            "probe_data": probe.get("name") or probe.get("path"), "detectors": list(detectors)}
+    return make_set(base, profiles, desc)
+
+
 def profile_set(members: Sequence[CohortMember], base: str, config: ScanConfig, *, cohort_name: str,
                 records: str | Path, n_boot: int = 2000, seed: int = 0,
                 on_record: Callable | None = None, groups: Mapping[str, str | None] | None = None) -> dict[str, Any]:
