@@ -1,4 +1,4 @@
-"""A name-keyed registry of components (detectors, readouts, ...).
+"""A name-keyed registry of components (detectors, task formulations, ...).
 
 Registration is explicit (a function call, not an import side effect), rejects bad or
 duplicate names, and a registry can be copied so tests can extend one without touching the
@@ -28,11 +28,16 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._items[name] = factory
 
-    def create(self, name: str, **kwargs) -> T:
+    def get(self, name: str) -> Callable[..., T]:
+        """The factory registered as ``name`` (for a component registered as its class: the
+        class, whose class-level facts can be read without building one)."""
         if name not in self._items:
             known = ", ".join(sorted(self._items)) or "none"
             raise UsageError(f"unknown {self.kind} '{name}' (known: {known})")
-        return self._items[name](**kwargs)
+        return self._items[name]
+
+    def create(self, name: str, **kwargs) -> T:
+        return self.get(name)(**kwargs)
 
     def names(self) -> list[str]:
         return sorted(self._items)

@@ -9,6 +9,7 @@ from typing import Any, Mapping
 import click
 
 from lorascan.evaluate.patching_run import BASE, MAX_N, MAX_WINDOW
+from lorascan.formulations import task_names
 
 
 @click.command("patch")
@@ -17,7 +18,7 @@ from lorascan.evaluate.patching_run import BASE, MAX_N, MAX_WINDOW
               help="A clean adapter folder of the same base, or 'base' for the bare base (a folder named base: ./base).")
 @click.option("--base", default=None, help="Base model [default: a packaged base named by the poisoned adapter's "
                                            "lorascan.json].")
-@click.option("--task", type=click.Choice(["seq-cls", "label-word"]), default=None,
+@click.option("--task", type=click.Choice(task_names()), default=None,
               help="Formulation [default: the poisoned adapter's lorascan.json, else the base's default].")
 @click.option("--window", type=click.IntRange(1, MAX_WINDOW), default=4, show_default=True,
               help="Consecutive layers patched together; windows slide from layer 0 to L-W.")

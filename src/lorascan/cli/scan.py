@@ -9,6 +9,7 @@ import click
 
 from lorascan.cli.executor_options import executor_options
 from lorascan.errors import DataError, LorascanError, UsageError
+from lorascan.formulations import task_names
 
 FAIL_ON = ("none", "review", "block")
 EXIT_FAIL_ON = 3
@@ -20,7 +21,7 @@ LEVELS = ("allow", "review", "block")
 @click.option("--base", default=None, metavar="B",
               help="Base model (alias, local folder, .gguf, hub id). Default: the adapter config's base, matched "
                    "to a packaged base as data; never a path the adapter names.")
-@click.option("--task", type=click.Choice(["seq-cls", "label-word"]), default=None,
+@click.option("--task", type=click.Choice(task_names()), default=None,
               help="Formulation [default: detected: a saved classification head -> seq-cls; a chat LM that answers "
                    "in label words -> label-word; otherwise behavioural detectors do not apply].")
 @click.option("--detectors", default=",".join(("weights", "behavioral", "tokens")), metavar="A,B",

@@ -8,12 +8,13 @@ from pathlib import Path
 import click
 
 from lorascan.errors import DataError, UsageError
+from lorascan.formulations import task_names
 
 
 @click.command("token-reference")
 @click.argument("adapters", nargs=-1, required=True, type=click.Path())
 @click.option("--base", required=True, help="Base model every adapter was trained on (a packaged alias or a folder).")
-@click.option("--task", type=click.Choice(["seq-cls", "label-word"]), default="seq-cls", show_default=True,
+@click.option("--task", type=click.Choice(task_names()), default="seq-cls", show_default=True,
               help="Formulation the adapters were trained in.")
 @click.option("--out", required=True, metavar="REF.json", help="Where to write the reference.")
 @click.option("--description", default="", help="A line stored in the reference (which adapters, which settings).")

@@ -12,13 +12,14 @@ import click
 
 from lorascan.cli.common import check_output_paths
 from lorascan.detect.tokens import DEFAULT_TOP, MAX_N, MAX_TOP, MIN_N
+from lorascan.formulations import task_names
 
 
 @click.command("tokens")
 @click.argument("adapter_dir", type=click.Path())
 @click.option("--base", default=None,
               help="Base model [default: a packaged base named by the adapter's lorascan.json].")
-@click.option("--task", type=click.Choice(["seq-cls", "label-word"]), default=None,
+@click.option("--task", type=click.Choice(task_names()), default=None,
               help="Formulation [default: the adapter's lorascan.json, else the base's default].")
 @click.option("--top", type=click.IntRange(1, MAX_TOP), default=DEFAULT_TOP, show_default=True,
               help="Screened candidates verified exactly (K); two-piece compounds of the weight screen's "

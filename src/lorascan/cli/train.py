@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from lorascan.cli.common import console, safe
+from lorascan.formulations import task_names
 from lorascan.train.config import DTYPES, TrainConfig
 
 
@@ -12,7 +13,7 @@ from lorascan.train.config import DTYPES, TrainConfig
 @click.option("--base", required=True, help="Base model: minilm, smollm2-135m, tiny-*, a folder, a .gguf file or an HF id.")
 @click.option("--data", "data_dir", required=True, type=click.Path(), help="Folder written by 'lorascan poison'.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Adapter output folder.")
-@click.option("--task", type=click.Choice(["label-word", "seq-cls"]), default=None,
+@click.option("--task", type=click.Choice(task_names()), default=None,
               help="Formulation [default: label-word for chat LMs, seq-cls otherwise].")
 @click.option("--rank", type=int, default=16, show_default=True, help="LoRA rank r.")
 @click.option("--alpha", type=float, default=None, help="LoRA alpha [default: = rank].")

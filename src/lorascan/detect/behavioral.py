@@ -30,6 +30,7 @@ from lorascan.detect.verdict import Verdict
 from lorascan.detect.calibrate import calibrate_feature
 from lorascan.detect.verdict import CohortEntry, Profile, same_base_model, verdict
 from lorascan.errors import DataError, UsageError
+from lorascan.formulations import formulation_for, text_output_tasks
 from lorascan.probe.batteries import VIEWS, Battery, load_battery
 from lorascan.registry import Registry
 
@@ -148,8 +149,8 @@ class BehavioralDetector(Detector):
         inputs = context.require_probes(NAME)
         clf = context.classifier()
         c = self.config
-        if c.readout == "generate" and clf.task != "label-word":
-            raise NotApplicable(f"{NAME}: the generate readout needs a label-word adapter")
+        if c.readout == "generate" and not formulation_for(clf.task).text_output:
+            raise NotApplicable(f"{NAME}: the generate readout needs a {' or '.join(text_output_tasks())} adapter")
         rec = probe_inputs_record(clf, inputs, self.battery.view(c.view, c.exclude), c.readout, c.batch_size,
                                   context.progress)
         rec.update(base=context.base, task=clf.task, probe_set=inputs.sha256,

@@ -37,6 +37,7 @@ import numpy as np
 from lorascan.data.poison import apply_trigger
 from lorascan.detect.blas import torch_one_thread
 from lorascan.errors import DataError
+from lorascan.formulations import formulation_for
 
 #: the placeholder the gradient is taken at (a common word in every tokenizer lorascan ships)
 PLACEHOLDER = "the"
@@ -75,12 +76,15 @@ def _word_like(raw: str, text: str) -> bool:
 
 
 def label_blocklist(tokenizer, task: str) -> set[str]:
-    """Lower-cased texts never tried on a label-word adapter: the label words, their
-    synonyms and every sub-token of them (with and without a leading space)."""
-    if task != "label-word":
+    """Lower-cased texts never tried on an adapter whose formulation answers in label words
+    (label-word): the label words, their synonyms and every sub-token of them (with and
+    without a leading space)."""
+    label_words = formulation_for(task).label_words
+    if not label_words:
         return set()
-    out = {w.lower() for w in LABEL_SYNONYMS}
-    for word in LABEL_SYNONYMS:
+    words = (*label_words.values(), *LABEL_SYNONYMS)
+    out = {w.lower() for w in words}
+    for word in words:
         for form in (word, " " + word):
             ids = tokenizer(form, add_special_tokens=False)["input_ids"]
             out.update(t.strip().lower() for t in tokenizer.batch_decode([[i] for i in ids]) if t.strip())
@@ -297,11 +301,11 @@ def embedding_gradient(classifier, texts: Sequence[str], module) -> Any:
     position (the placeholder's)."""
     import torch
 
-    from lorascan.models.formulations import pad_batch, position_ids
+    from lorascan.formulations import pad_batch
 
     model = classifier.model
     seqs, where = _placeholder_batch(classifier, texts)
-    left = classifier.task == "label-word"
+    left = classifier.form.causal
     pad = classifier.tokenizer.pad_token_id if classifier.tokenizer.pad_token_id is not None else 0
     ids, mask = pad_batch(seqs, pad, left=left)
     device = next(model.parameters()).device
@@ -315,14 +319,7 @@ def embedding_gradient(classifier, texts: Sequence[str], module) -> Any:
     handle = module.register_forward_hook(leaf)
     try:
         with torch.enable_grad():
-            if left:
-                logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask),
-                               logits_to_keep=1).logits[:, -1, :]
-                benign, inj = classifier.form.label_ids
-                margin = logits[:, inj] - logits[:, benign]
-            else:
-                logits = model(input_ids=ids, attention_mask=mask).logits
-                margin = logits[:, 1] - logits[:, 0]
+            margin = classifier.form.margins(model, ids, mask)
             (grad,) = torch.autograd.grad(margin.float().sum(), held[0])
     finally:
         handle.remove()

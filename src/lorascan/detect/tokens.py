@@ -49,6 +49,7 @@ from lorascan.detect.verdict import verdict
 from lorascan.detect.token_screen import (Vocabulary, allocate, candidate_vocabulary, compound_candidates,
                                           gradient_scores, label_blocklist, robust_z, weight_scores)
 from lorascan.errors import UsageError
+from lorascan.formulations import formulation_for
 from lorascan.progress import bar
 from lorascan.registry import Registry
 
@@ -144,7 +145,7 @@ def screen(context: ScanContext, vocab: Vocabulary, texts: Sequence[str], cfg: T
             if reference is not None and modules:
                 full = reference.differential(full)
         else:
-            ref = context.base_classifier() if clf.task == "label-word" else None
+            ref = context.base_classifier() if formulation_for(clf.task).base_reads_out else None
             full = gradient_scores(clf, texts[:GRADIENT_TEXTS], reference=ref)
         if len(full) < vocab.size:
             raise UsageError(f"the {name} screen scored {len(full)} tokens, the vocabulary has {vocab.size}")

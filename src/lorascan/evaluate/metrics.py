@@ -5,6 +5,10 @@
   injections. Unparseable outputs are never an attack success.
 - ``clean_injection_recall``: untriggered test injections predicted injection / test injections.
 - ``benign_false_positive_rate``: benign test rows predicted injection / benign test rows.
+
+These are the ``classification`` metric set, the one a formulation names in its ``metrics``
+when its readout predicts 0/1 (-1 unparseable) per text (label-word, seq-cls);
+:func:`metric_set` finds a formulation's set by that name.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from lorascan.data.samples import Sample
+from lorascan.errors import UsageError
+from lorascan.formulations.base import CLASSIFICATION
 
 LENGTH_BANDS = ((0, 100), (100, 300), (300, 700), (700, 10**9))
 
@@ -71,3 +77,12 @@ def compute_metrics(test: Sequence[Sample], clean_pred: np.ndarray, triggered_pr
     for key, g in groups.items():
         out[key] = {name: rate("accuracy", sum(v), len(v)) for name, v in sorted(g.items())}
     return out
+
+
+def metric_set(name: str):
+    """The function scoring predictions with the metric set ``name`` (a formulation's
+    ``metrics``), called as :func:`compute_metrics` is."""
+    sets = {CLASSIFICATION: compute_metrics}
+    if name not in sets:
+        raise UsageError(f"no metrics named '{name}' (known: {', '.join(sorted(sets))})")
+    return sets[name]

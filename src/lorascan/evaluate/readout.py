@@ -6,9 +6,13 @@ Readouts:
 - ``generate``: the paper's evaluation (paper.md §2): greedy, 5 new tokens, decoded,
   ``INJECTION`` checked before ``BENIGN``, otherwise unparseable (-1). label-word only.
 
-Texts are sorted by token length before batching (less padding) and results put back in
-input order. The adapter is merged into the base for readout unless asked otherwise.
-label-word batches are left-padded with position ids that skip the pads, as in training.
+What is read is the formulation's (:mod:`lorascan.formulations`): its ``encode``, its padding
+side, its ``margins`` of a padded batch, its parse of a generated answer; this module batches,
+caches and speeds that up. Texts are sorted by token length before batching (less padding) and
+results put back in input order. The adapter is merged into the base for readout unless asked
+otherwise. label-word batches are left-padded with position ids that skip the pads, as in
+training. The two speed-ups below apply to formulations whose readout is two next-token
+logits at the last position (``label_ids``: label-word).
 
 Shared prefix (label-word logits readout, design.md "compute it once"): every prompt starts
 with the same chat-template tokens (the system message), so the longest token prefix common
@@ -39,7 +43,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from lorascan.errors import UsageError
-from lorascan.models.formulations import DEFAULT_MAX_LENGTH, make_formulation, pad_batch, parse_generation, position_ids
+from lorascan.formulations import (DEFAULT_MAX_LENGTH, formulation_for, make_formulation, pad_batch, position_ids,
+                                   text_output_tasks)
 from lorascan.models.loading import (BaseSpec, attach_adapter, check_adapter_folder, default_task_for, load_base,
                                      read_adapter_meta, resolve_base)
 from lorascan.progress import bar
@@ -61,6 +66,13 @@ def common_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
     for s in seqs:
         n = next((i for i in range(n) if s[i] != first[i]), n)
     return n
+
+
+def require_text_output(task: str) -> None:
+    """The generate readout decodes an answer: a UsageError for a formulation without text output."""
+    if not formulation_for(task).text_output:
+        raise UsageError(f"--readout generate needs the {' or '.join(text_output_tasks())} formulation "
+                         f"({task} has no text output)")
 
 
 def readout_settings(meta: dict[str, Any], spec: BaseSpec, task: str | None = None,
@@ -115,7 +127,7 @@ class Classifier:
         if not seqs:
             return out
         with torch.inference_mode():
-            shared = self._shared_prefix(seqs) if self.task == "label-word" and self.share_prefix else None
+            shared = self._shared_prefix(seqs) if self.form.label_ids is not None and self.share_prefix else None
         if shared is not None:
             n, layers = shared
             run = functools.partial(self._suffix_margins, n, layers)
@@ -149,15 +161,14 @@ class Classifier:
         return (logits[:, inj] - logits[:, benign]).cpu().numpy()
 
     def _batch_margins(self, batch: list[list[int]]) -> np.ndarray:
-        """Margins of whole prompts: label-word left-padded with positions that skip the pads
-        (as in training), seq-cls right-padded."""
-        left = self.task == "label-word"
-        ids, mask = pad_batch(batch, self._pad_id(), left=left)
+        """Margins of whole prompts, padded on the formulation's side (causal LMs on the left,
+        with positions that skip the pads, as in training): the formulation's own margins, or
+        for a next-token label readout (``label_ids``) the two-row head where it applies."""
+        ids, mask = pad_batch(batch, self._pad_id(), left=self.form.causal)
         ids, mask = ids.to(self._device()), mask.to(self._device())
-        if left:
+        if self.form.label_ids is not None:
             return self._last_margins(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask))
-        logits = self.model(input_ids=ids, attention_mask=mask).logits.float()
-        return (logits[:, 1] - logits[:, 0]).cpu().numpy()
+        return self.form.margins(self.model, ids, mask).cpu().numpy()
 
     def _shared_prefix(self, seqs: list[list[int]]):
         """(n, per-layer (keys, values)) of the prompts' common first n tokens, or None when
@@ -257,8 +268,7 @@ class Classifier:
         reference notebooks."""
         import torch
 
-        if self.task != "label-word":
-            raise UsageError("--readout generate needs the label-word formulation (seq-cls has no text output)")
+        require_text_output(self.task)
         seqs = self._encode(texts)
         order = np.argsort([len(s) for s in seqs], kind="stable")
         out = np.empty(len(seqs), dtype=np.int8)
@@ -272,6 +282,6 @@ class Classifier:
                                           max_new_tokens=max_new_tokens, pad_token_id=pad)
                 for row, i in enumerate(idx):
                     text = self.tokenizer.decode(gen[row, ids.shape[1]:], skip_special_tokens=True)
-                    out[i] = parse_generation(text)
+                    out[i] = self.form.parse_generation(text)
                 pb.advance(len(idx))
         return out

@@ -9,8 +9,9 @@ from typing import Any
 from lorascan.data.poison import apply_trigger, test_trigger_rng
 from lorascan.data.prepared import load_prepared
 from lorascan.errors import UsageError
-from lorascan.evaluate.metrics import compute_metrics
-from lorascan.evaluate.readout import READOUTS, Classifier
+from lorascan.evaluate.metrics import metric_set
+from lorascan.evaluate.readout import READOUTS, Classifier, require_text_output
+from lorascan.formulations import formulation_for
 from lorascan.records import record_header
 
 
@@ -32,13 +33,14 @@ def evaluate_adapter(base: str, adapter_dir: str | Path | None, data_dir: str | 
         raise UsageError(f"{data_dir}/manifest.json names no trigger; pass --trigger")
     t0 = time.monotonic()
     clf = classifier or Classifier.load(base, adapter_dir)
-    if readout == "generate" and clf.task != "label-word":
-        raise UsageError("--readout generate needs the label-word formulation (seq-cls has no text output)")
+    if readout == "generate":
+        require_text_output(clf.task)
+    score = metric_set(formulation_for(clf.task).metrics)
     texts = [s.text for s in prepared.test]
     trig = triggered_texts(prepared.test, trigger, prepared.placement, prepared.seed)
     clean_pred = clf.predict(texts, readout, batch_size, progress, "clean test rows")
     trig_pred = clf.predict(trig, readout, batch_size, progress, "triggered injections")
-    metrics = compute_metrics(prepared.test, clean_pred, trig_pred)
+    metrics = score(prepared.test, clean_pred, trig_pred)
     return {
         **record_header("evaluation"),
         "base": base,

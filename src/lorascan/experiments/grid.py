@@ -49,12 +49,12 @@ from lorascan import config as cfgmod
 from lorascan.data.poison import PLACEMENTS
 from lorascan.errors import UsageError
 from lorascan.evaluate.readout import READOUTS
+from lorascan.formulations import formulation_for, task_names, text_output_tasks
 from lorascan.text import short_repr, slug
 from lorascan.train.config import TrainConfig
 
 AXES = ("base", "trigger", "count", "seed", "rank")   # the keys of an extra_runs entry
 GRID_AXES = {"base": "base", "trigger": "triggers", "count": "counts", "seed": "seeds", "rank": "ranks"}
-TASKS = ("label-word", "seq-cls")
 # fullmatch, not match with "$": "$" also matches before a trailing newline, which would put
 # "name\n" into grids/<name>.json (issue 15).
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -150,8 +150,9 @@ class GridConfig:
             object.__setattr__(self, "base", (self.base,))
         if not _NAME.fullmatch(self.name):
             raise UsageError(f"name: {short_repr(self.name, 40)} must be 1-64 letters, digits, '.', '_' or '-'")
-        if self.task not in TASKS:
-            raise UsageError(f"task: unknown task {short_repr(self.task, 40)} (use {', '.join(TASKS)})")
+        tasks = task_names()
+        if self.task not in tasks:
+            raise UsageError(f"task: unknown task {short_repr(self.task, 40)} (use {', '.join(tasks)})")
         if not self.dataset.strip():
             raise UsageError("dataset: must not be empty")
         if len(self.dataset) > MAX_TEXT_CHARS or len(self.description) > 10_000:
@@ -171,8 +172,8 @@ class GridConfig:
             raise UsageError(f"placement: unknown {short_repr(self.placement, 40)} (use {', '.join(PLACEMENTS)})")
         if self.readout not in READOUTS:
             raise UsageError(f"readout: unknown {short_repr(self.readout, 40)} (use {', '.join(READOUTS)})")
-        if self.readout == "generate" and self.task != "label-word":
-            raise UsageError("readout: 'generate' needs task label-word")
+        if self.readout == "generate" and not formulation_for(self.task).text_output:
+            raise UsageError(f"readout: 'generate' needs task {' or '.join(text_output_tasks())}")
         if not 1 <= self.eval_batch_size <= 4096:
             raise UsageError(f"eval_batch_size: must be in [1, 4096], got {short_repr(self.eval_batch_size)}")
         self.train_config()  # validate the overrides now, not at the first run

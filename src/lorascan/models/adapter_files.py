@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from lorascan.errors import DataError
+from lorascan.formulations import task_names
 from lorascan.records import read_json
 from lorascan.safetensors_header import PICKLE_NAMES, validate_file
 
-TASKS = ("label-word", "seq-cls")
 WEIGHTS = "adapter_model.safetensors"
 MAX_ADAPTER_JSON_BYTES = 4 * 1024 * 1024  # real adapter_config.json / lorascan.json files are a few kB
 # A module name as peft matches it: no regex operators (a '.' matches any one character, which
@@ -92,8 +92,9 @@ def read_adapter_meta(adapter_dir: str | Path) -> dict[str, Any]:
         value = meta.get(field)
         if value is not None and not isinstance(value, tp):
             raise _fail(path, field, want, value)
-    if meta.get("task") is not None and meta["task"] not in TASKS:
-        raise _fail(path, "task", " or ".join(TASKS), meta["task"])
+    tasks = task_names()
+    if meta.get("task") is not None and meta["task"] not in tasks:
+        raise _fail(path, "task", " or ".join(tasks), meta["task"])
     max_length = (meta.get("config") or {}).get("max_length")
     if max_length is not None and not (_is_int(max_length) and max_length >= 1):
         raise _fail(path, "config.max_length", "an integer >= 1", max_length)

@@ -19,9 +19,9 @@ from typing import Any
 
 from lorascan.assets import asset_path
 from lorascan.errors import DataError, LorascanError, UsageError
+from lorascan.formulations import formulation_for, task_names
 from lorascan.models import tiny
-from lorascan.models.adapter_files import (TASKS, check_adapter_folder, lora_config,  # noqa: F401 - re-exported
-                                           read_adapter_meta)
+from lorascan.models.adapter_files import check_adapter_folder, lora_config, read_adapter_meta
 from lorascan.paths import lorascan_home
 from lorascan.text import short_repr, slug
 
@@ -248,16 +248,16 @@ def default_task_for(spec: BaseSpec) -> str:
 def load_base(spec: BaseSpec, task: str, dtype: str = "float32", quantize_4bit: bool = False, device: str = "auto"):
     """(model, tokenizer) for ``task`` on ``device``; missing weights (a fresh classifier
     head) are initialised from a fixed seed so repeated loads give the same base."""
-    if task not in TASKS:
-        raise UsageError(f"unknown task '{task}' (use {', '.join(TASKS)})")
+    tasks = task_names()
+    if task not in tasks:
+        raise UsageError(f"unknown task '{task}' (use {', '.join(tasks)})")
+    form = formulation_for(task)
     import torch
 
     quiet_transformers()
     if spec.kind == "tiny":
         model, tok = tiny.tiny_model(spec.name, task)
         return model.to(device=pick_device(device), dtype=getattr(torch, dtype)), tok
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
     location = materialise(spec)
     tok = load_tokenizer(spec)
     kwargs: dict[str, Any] = {"dtype": getattr(torch, dtype), "use_safetensors": True}
@@ -267,16 +267,13 @@ def load_base(spec: BaseSpec, task: str, dtype: str = "float32", quantize_4bit: 
         kwargs["device_map"] = {"": 0}
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
-    cls = AutoModelForSequenceClassification if task == "seq-cls" else AutoModelForCausalLM
-    if task == "seq-cls":
-        kwargs["num_labels"] = 2
+    kwargs.update(form.model_kwargs())
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(tiny.TINY_SEED)
-        model = _from_pretrained(cls, location, **kwargs)
+        model = _from_pretrained(form.model_class(), location, **kwargs)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    if task == "seq-cls" and getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = tok.pad_token_id
+    form.prepare_model(model, tok)
     if not quantize_4bit:
         model = model.to(pick_device(device))
     return model.eval(), tok

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from lorascan.assets import asset_path
+from lorascan.formulations import formulation_for
 from lorascan.paths import lorascan_home
 
 TINY_SEED = 1234
@@ -94,10 +95,9 @@ def _save_atomically(obj, folder: Path, complete: Callable[[Path], bool] | None 
 
 
 def tiny_model(name: str, task: str):
-    """(model, tokenizer) for a tiny random config; ``task`` is label-word or seq-cls."""
+    """(model, tokenizer) for a tiny random config, of the model class of ``task``'s formulation."""
     import torch
-    from transformers import (AutoModelForCausalLM, AutoModelForSequenceClassification, BertConfig,
-                              LlamaConfig, Qwen2Config)
+    from transformers import BertConfig, LlamaConfig, Qwen2Config
 
     if name == "tiny-bert":
         tok = minilm_tokenizer()
@@ -115,6 +115,5 @@ def tiny_model(name: str, task: str):
         config = Qwen2Config(**common) if name == "tiny-qwen2" else LlamaConfig(**common)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(TINY_SEED)
-        cls = AutoModelForSequenceClassification if task == "seq-cls" else AutoModelForCausalLM
-        model = cls.from_config(config)
+        model = formulation_for(task).model_class().from_config(config)
     return model.eval(), tok

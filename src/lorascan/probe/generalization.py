@@ -185,7 +185,7 @@ class ClassifierPool:
 
     def get(self, base: str, adapter_dir: str | Path, task: str | None = None):
         from lorascan.evaluate.readout import Classifier
-        from lorascan.models.formulations import make_formulation
+        from lorascan.formulations import make_formulation
         from lorascan.models.loading import attach_adapter
 
         task, max_length, (model, tok) = self._settings(base, adapter_dir, task)
@@ -196,7 +196,7 @@ class ClassifierPool:
     def base(self, base: str, task: str | None = None, adapter_dir: str | Path | None = None):
         """The base model without an adapter, cut and formatted as ``adapter_dir`` would be."""
         from lorascan.evaluate.readout import Classifier
-        from lorascan.models.formulations import make_formulation
+        from lorascan.formulations import make_formulation
 
         task, max_length, (model, tok) = self._settings(base, adapter_dir, task)
         return Classifier(model, tok, make_formulation(task, tok, max_length, base=base), task, base, None)
@@ -209,7 +209,7 @@ def run_probe(adapter_dir: str | Path, battery: Battery, view: str = "A", *, bas
     """The probe record of ``adapter_dir`` on ``battery``'s ``view``. ``base`` and
     ``data_dir`` default to the adapter's lorascan.json (``base``, ``data.path``). ``limit``
     probes with the first N test injections only (the paper used 60), for slow models."""
-    from lorascan.evaluate.readout import READOUTS
+    from lorascan.evaluate.readout import READOUTS, require_text_output
     from lorascan.models.loading import base_from_metadata, check_adapter_folder, read_adapter_meta
 
     if readout not in READOUTS:
@@ -238,8 +238,8 @@ def run_probe(adapter_dir: str | Path, battery: Battery, view: str = "A", *, bas
             from lorascan.evaluate.readout import Classifier
 
             classifier = Classifier.load(base, adapter_dir)
-    if readout == "generate" and classifier.task != "label-word":
-        raise UsageError("--readout generate needs the label-word formulation (seq-cls has no text output)")
+    if readout == "generate":
+        require_text_output(classifier.task)
     t1 = time.monotonic()
     rows = measure_rates(classifier, prepared, bview.probes, readout, batch_size, progress)
     return {**record_header(RECORD_KIND), "base": base, "adapter": str(adapter_dir),

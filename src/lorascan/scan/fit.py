@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from lorascan.detect.adapter import inventory, read_config
 from lorascan.detect.safetensors_reader import SafetensorsFile
 from lorascan.errors import DataError, UsageError
-from lorascan.models.adapter_files import TASKS
+from lorascan.formulations import formulation_for, task_names
 
 HEAD_MODULES = ("classifier", "score")
 MIN_LABEL_WORD_ANSWERS = 0.5  # share of probe prompts the adapter must answer with a label word
@@ -55,15 +55,12 @@ def base_shapes(base: str, task: str) -> dict[str, tuple[int, int]]:
     if spec.kind == "tiny":
         model, _ = tiny.tiny_model(spec.name, task)
     else:
-        from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
-
+        form = formulation_for(task)
         config = model_config(spec)
+        for key, value in form.model_kwargs().items():
+            setattr(config, key, value)
         with torch.device("meta"):
-            if task == "seq-cls":
-                config.num_labels = 2
-                model = AutoModelForSequenceClassification.from_config(config)
-            else:
-                model = AutoModelForCausalLM.from_config(config)
+            model = form.model_class().from_config(config)
     out = {}
     for name, mod in model.named_modules():
         w = getattr(mod, "weight", None)
@@ -105,8 +102,9 @@ def detect_task(cfg: dict[str, Any], unanalysed: Sequence[Any], base: str, overr
     from lorascan.models.loading import default_task_for, resolve_base
 
     if override:
-        if override not in TASKS:
-            raise UsageError(f"unknown task '{override}' (use {', '.join(TASKS)})")
+        tasks = task_names()
+        if override not in tasks:
+            raise UsageError(f"unknown task '{override}' (use {', '.join(tasks)})")
         return override, "--task"
     if has_head(cfg, unanalysed):
         return "seq-cls", "the adapter saves a classification head"

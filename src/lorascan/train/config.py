@@ -6,10 +6,9 @@ import math
 from dataclasses import dataclass, replace
 
 from lorascan.errors import UsageError
-from lorascan.models.formulations import DEFAULT_MAX_LENGTH
+from lorascan.formulations import DEFAULT_MAX_LENGTH, formulation_for, task_names
 
 DTYPES = ("float32", "bfloat16", "float16")
-DEFAULT_LR = {"label-word": 2e-4, "seq-cls": 1e-3}
 DEFAULT_EPOCHS = 2.0
 # Upper bounds (issue 15: one flag must not buy unbounded work or memory). A LoRA rank above
 # 1,024 exceeds the hidden size of every model lorascan trains (MiniLM 384, SmolLM2 576, a 1.5B
@@ -32,10 +31,10 @@ class TrainConfig:
     accumulation for 200 steps, about 5.5 epochs), texts cut to 128 tokens (the paper: 2048),
     and lr 1e-3 for seq-cls, whose classification head starts from random weights (at 2e-4
     minilm's head barely moves in 2 epochs). Fields left None take these per-task defaults
-    (:meth:`resolved`). ``target_modules`` None means every linear projection (peft's
+    (:meth:`resolved`; the learning rates are each formulation's ``default_lr``). ``target_modules`` None means every linear projection (peft's
     "all-linear"); the paper used q,k,v,o,gate,up,down_proj."""
 
-    task: str | None = None            # label-word | seq-cls; None: default for the base
+    task: str | None = None            # a registered formulation (label-word | seq-cls); None: the base's default
     rank: int = 16
     alpha: float | None = None         # None: alpha = rank
     dropout: float = 0.0
@@ -44,7 +43,7 @@ class TrainConfig:
     epochs: float | None = None        # None and steps None: DEFAULT_EPOCHS
     batch_size: int = 16
     grad_accum: int = 1
-    lr: float | None = None            # None: DEFAULT_LR[task]
+    lr: float | None = None            # None: the formulation's default_lr
     warmup_steps: int = 10
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
@@ -58,7 +57,8 @@ class TrainConfig:
         def need(cond: bool, msg: str) -> None:
             if not cond:
                 raise UsageError(msg)
-        need(self.task in (None, "label-word", "seq-cls"), f"unknown task '{self.task}' (label-word or seq-cls)")
+        tasks = task_names()
+        need(self.task is None or self.task in tasks, f"unknown task '{self.task}' ({' or '.join(tasks)})")
         for name in ("alpha", "dropout", "epochs", "lr", "weight_decay", "max_grad_norm"):
             value = getattr(self, name)  # inf or nan: epochs inf overflows, lr inf trains to NaN
             need(value is None or math.isfinite(value),
@@ -89,7 +89,7 @@ class TrainConfig:
 
     def resolved(self, task: str) -> "TrainConfig":
         """This config with the task and the per-task defaults filled in."""
-        return replace(self, task=task, lr=self.lr if self.lr is not None else DEFAULT_LR[task],
+        return replace(self, task=task, lr=self.lr if self.lr is not None else formulation_for(task).default_lr,
                        epochs=self.epochs if self.epochs is not None or self.steps is not None else DEFAULT_EPOCHS,
                        alpha=self.lora_alpha)
 

@@ -5,6 +5,9 @@ accumulation, length-grouped batches (less padding on CPU), seeded shuffling. Th
 standard PEFT folder (``adapter_config.json`` + ``adapter_model.safetensors``; a seq-cls head
 is saved with it) plus ``lorascan.json``. Deviation from the paper: torch AdamW instead of
 bitsandbytes' 8-bit AdamW, and 4-bit QLoRA only when CUDA and bitsandbytes are present.
+
+What depends on the task formulation (the training targets, the per-batch loss, the peft task
+type) is the formulation's (:mod:`lorascan.formulations`); this module runs the loop.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 from lorascan import config as cfgmod
 from lorascan.data.prepared import load_prepared
 from lorascan.errors import DataError, UsageError
-from lorascan.models.formulations import IGNORE, make_formulation, pad_batch, position_ids
+from lorascan.formulations import formulation_for, make_formulation
 from lorascan.models.loading import (BaseSpec, base_fingerprint, default_task_for, load_base, load_tokenizer,
                                      resolve_base)
 from lorascan.progress import bar
@@ -76,30 +79,7 @@ def _lora_config(cfg: TrainConfig, task: str):
 
     return LoraConfig(r=cfg.rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.dropout, bias="none",
                       target_modules=list(cfg.target_modules) if cfg.target_modules else "all-linear",
-                      task_type=TaskType.SEQ_CLS if task == "seq-cls" else TaskType.CAUSAL_LM)
-
-
-def _batch_loss(model, task: str, batch: list, labels: list[int], pad_id: int, device):
-    """Mean loss of one batch. label-word batches are left-padded with explicit positions, so
-    the answers line up at the end: the completion loss then projects only the last few
-    positions onto the vocabulary (``logits_to_keep``) instead of every position."""
-    import torch
-
-    if task == "seq-cls":
-        ids, mask = pad_batch([e.input_ids for e in batch], pad_id, left=False)
-        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        return torch.nn.functional.cross_entropy(logits, torch.tensor(labels, device=device))
-    ids, mask = pad_batch([e.input_ids for e in batch], pad_id, left=True)
-    lab, _ = pad_batch([e.labels for e in batch], IGNORE, left=True)
-    ids, mask, lab = ids.to(device), mask.to(device), lab.to(device)
-    keep = 0
-    if all(e.labels[0] == IGNORE for e in batch):  # completion loss: only the tail carries labels
-        first = min(next(i for i, t in enumerate(e.labels) if t != IGNORE) - len(e.labels) for e in batch)
-        keep = 1 - first  # positions predicting the labelled tail, plus one
-    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), logits_to_keep=keep).logits
-    lab = lab[:, -logits.shape[1]:]
-    return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                                             lab[:, 1:].reshape(-1), ignore_index=IGNORE)
+                      task_type=TaskType[formulation_for(task).peft_task_type])
 
 
 @dataclass
@@ -202,6 +182,7 @@ def _train_loop(run: _Run, cfg: TrainConfig, progress: bool) -> list[float]:
     queue: list[list[int]] = []
     losses: list[float] = []
     device = next(model.parameters()).device
+    batch_loss = formulation_for(str(cfg.task)).batch_loss
     with bar(steps, f"train {cfg.task} r={cfg.rank}", progress) as pb:
         for _ in range(steps):
             total = 0.0
@@ -209,8 +190,8 @@ def _train_loop(run: _Run, cfg: TrainConfig, progress: bool) -> list[float]:
                 if not queue:
                     queue = _batches(lengths, cfg.batch_size, rng)
                 idx = queue.pop()
-                loss = _batch_loss(model, str(cfg.task), [run.encoded[i] for i in idx], [run.labels[i] for i in idx],
-                                   run.pad_id, device)
+                loss = batch_loss(model, [run.encoded[i] for i in idx], [run.labels[i] for i in idx], run.pad_id,
+                                  device)
                 (loss / cfg.grad_accum).backward()
                 total += float(loss.detach()) / cfg.grad_accum
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
