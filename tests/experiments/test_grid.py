@@ -92,7 +92,7 @@ def test_every_shipped_config_parses(name):
     ({"extra_runs": [{"k": 3}]}, "extra_runs[0]: unknown key 'k'"),
     ({"extra_runs": [{"seed": "one"}]}, "extra_runs[0].seed: expected an integer"),
     ({"placement": "middle"}, "placement: unknown"),
-    ({"readout": "generate"}, "readout: 'generate' needs task label-word"),
+    ({"readout": "generate"}, "readout: 'generate' needs task chat or label-word"),
     ({"ranks": None}, "missing key 'ranks'"),
     ({"families": ["a"]}, "families: expected a mapping"),
     ({"families": {"a b": ["x"]}}, "families: 'a b' must be"),

