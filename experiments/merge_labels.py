@@ -6,9 +6,10 @@ Each row's path is rewritten to ``runs/<run id>/adapter`` (relative to the sweep
 sweep report's own paths are relative to its --out), so a labels file made in one session and
 one made in another, from other --out folders, name the same adapter the same way. A run listed
 twice keeps its last row (a later report of the same run). Rows are checked to be a list of
-objects with a path; nothing else is interpreted.
+objects with a path; nothing else is interpreted. With ``--records DIR`` (a batch folder of scan
+records), only the runs that have an ok record there are kept: the cohort is what was scanned.
 
-    .venv/bin/python experiments/merge_labels.py OUT.json LABELS.json [LABELS.json ...]
+    .venv/bin/python experiments/merge_labels.py [--records DIR] OUT.json LABELS.json [LABELS.json ...]
 """
 
 from __future__ import annotations
@@ -25,7 +26,21 @@ def normalise(path: str) -> str:
     return "/".join(parts[-3:])
 
 
+def scanned(records: Path) -> set[str]:
+    """``runs/<run id>/adapter`` of every ok scan record in a batch folder."""
+    out = set()
+    for f in sorted((records / "records").glob("*.json")):
+        rec = json.loads(f.read_text("utf-8"))
+        path = (rec.get("adapter") or {}).get("path") if isinstance(rec, dict) else None
+        if rec.get("status") == "ok" and isinstance(path, str):
+            out.add("runs/" + "/".join(Path(path).parts[-2:]))
+    return out
+
+
 def main(argv: list[str]) -> int:
+    keep = None
+    if argv[:1] == ["--records"] and len(argv) > 1:
+        keep, argv = scanned(Path(argv[1])), argv[2:]
     if len(argv) < 2:
         print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
         return 2
@@ -38,7 +53,8 @@ def main(argv: list[str]) -> int:
             return 1
         for row in rows:
             merged[normalise(row["path"])] = {**row, "path": normalise(row["path"])}
-    rows = sorted(merged.values(), key=lambda r: (r["label"], str(r.get("family")), r["path"]))
+    rows = sorted((r for r in merged.values() if keep is None or r["path"] in keep),
+                  key=lambda r: (r["label"], str(r.get("family")), r["path"]))
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_text(json.dumps(rows, indent=2, sort_keys=True) + "\n", "utf-8")
     tmp.replace(out)
