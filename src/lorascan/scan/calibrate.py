@@ -96,9 +96,7 @@ def profile_set_from_records(members: Sequence[CohortMember], records: Mapping[s
     from the records it left in ``results/``. The records must come from one scan setting: their
     base, probe set and each detector's arguments must agree, or the profiles would judge a scan
     by bounds of another one."""
-    labels = [m.label for m in members]
-    if len(set(labels)) < 2:
-        raise DataError("a calibration cohort needs clean and poisoned adapters")
+    _need_both_classes(members)
     settings = {}
     for m in members:
         rec = records[m.name]
@@ -113,10 +111,21 @@ def profile_set_from_records(members: Sequence[CohortMember], records: Mapping[s
     rows = {m.name: records[m.name]["detectors"] for m in members}
     profiles = profiles_from_rows(members, rows, base, detectors, n_boot, seed, groups)
     probe = next(iter(records.values())).get("probe_inputs") or {}
-    n_pos = sum(labels)
-    desc = {"name": cohort_name, "n_clean": len(labels) - n_pos, "n_poisoned": n_pos,
+    return _set_record(members, base, profiles, cohort_name, probe.get("name") or probe.get("path"), detectors)
+
+
+def _need_both_classes(members: Sequence[CohortMember]) -> None:
+    if len({m.label for m in members}) < 2:
+        raise DataError("a calibration cohort needs clean and poisoned adapters")
+
+
+def _set_record(members: Sequence[CohortMember], base: str, profiles: dict[str, Any], cohort_name: str,
+                probe_data: Any, detectors: Sequence[str]) -> dict[str, Any]:
+    """The profile-set record: the profiles and the cohort they came from."""
+    n_pos = sum(m.label for m in members)
+    desc = {"name": cohort_name, "n_clean": len(members) - n_pos, "n_poisoned": n_pos,
             "members": [{"name": m.name, "label": m.label, "label_source": m.source} for m in members],
-            "probe_data": probe.get("name") or probe.get("path"), "detectors": list(detectors)}
+            "probe_data": probe_data, "detectors": list(detectors)}
     return make_set(base, profiles, desc)
 
 
@@ -125,14 +134,8 @@ def profile_set(members: Sequence[CohortMember], base: str, config: ScanConfig, 
                 on_record: Callable | None = None, groups: Mapping[str, str | None] | None = None) -> dict[str, Any]:
     """The profile-set record for ``base`` from a labelled cohort (module docstring); with
     ``groups`` (trigger families) the weights profile gets its learned score too."""
-    labels = [m.label for m in members]
-    if len(set(labels)) < 2:
-        raise DataError("a calibration cohort needs clean and poisoned adapters")
+    _need_both_classes(members)
     config = replace(config, base=base)
     rows = cohort_scores(members, config, records, on_record)
     profiles = profiles_from_rows(members, rows, base, config.detectors, n_boot, seed, groups)
-    n_pos = sum(labels)
-    desc = {"name": cohort_name, "n_clean": len(labels) - n_pos, "n_poisoned": n_pos,
-            "members": [{"name": m.name, "label": m.label, "label_source": m.source} for m in members],
-            "probe_data": config.probe_data, "detectors": list(config.detectors)}
-    return make_set(base, profiles, desc)
+    return _set_record(members, base, profiles, cohort_name, config.probe_data, config.detectors)
