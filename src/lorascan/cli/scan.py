@@ -10,6 +10,7 @@ import click
 from lorascan.cli.executor_options import executor_options
 from lorascan.errors import DataError, LorascanError, UsageError
 from lorascan.formulations import task_names
+from lorascan.scan.localise import MIN_ASR
 
 FAIL_ON = ("none", "review", "block")
 EXIT_FAIL_ON = 3
@@ -33,6 +34,9 @@ LEVELS = ("allow", "review", "block")
 @click.option("--token-reference", default="auto", metavar="auto|none|REF.json", show_default=True,
               help="The token scan's clean reference: the shipped one for the base, none, or a file from "
                    "'lorascan token-reference'.")
+@click.option("--localise/--no-localise", default=True, show_default=True,
+              help=f"For a flagged adapter (review/block) whose token scan found a candidate trigger with ASR >= {MIN_ASR:g}: "
+                   "patch each layer window against the base and report the modules that carry the backdoor.")
 @click.option("--json", "json_out", default=None, metavar="OUT", help="Write the JSON record (one adapter).")
 @click.option("--html", "html_out", default=None, metavar="OUT", help="Write a self-contained HTML report.")
 @click.option("--sarif", "sarif_out", default=None, metavar="OUT", help="Write SARIF 2.1.0.")
@@ -46,7 +50,7 @@ LEVELS = ("allow", "review", "block")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def command(ctx: click.Context, adapters: tuple[str, ...], base: str | None, task: str | None, detectors: str,
-            probe_data: str, profiles: str | None, token_reference: str, json_out: str | None, html_out: str | None,
+            probe_data: str, profiles: str | None, token_reference: str, localise: bool, json_out: str | None, html_out: str | None,
             sarif_out: str | None, out: str | None, workers: int, executor: str, ray_address: str | None,
             ray_cpus: float, ray_gpus: float, fail_on: str, device: str, quiet: bool) -> None:
     """Scan ADAPTER (a PEFT folder, a hub id ORG/NAME[@REVISION], a folder of adapters or a list
@@ -61,7 +65,7 @@ def command(ctx: click.Context, adapters: tuple[str, ...], base: str | None, tas
 
     config = ScanConfig(base=base, task=task, detectors=tuple(d.strip() for d in detectors.split(",") if d.strip()),
                         probe_data=probe_data, profiles=profiles, device=device, progress=not quiet,
-                        token_reference=token_reference)
+                        token_reference=token_reference, localise=localise)
     if token_reference not in ("auto", "none") and not Path(token_reference).is_file():
         raise DataError(f"token reference not found: {token_reference} (give auto, none or a file)")
     entries, batch = expand(adapters)

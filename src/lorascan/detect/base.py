@@ -154,6 +154,12 @@ class ScanContext:
             self._classifier = self._pool().get(self.base, self.adapter, self.task)
         return self._classifier
 
+    def unmerged_classifier(self) -> Any:
+        """The adapter on its own copy of the base, not merged (its LoRA modules kept, for
+        causal patching); a new one per call, never cached: the caller drops it when done."""
+        self.require_model("model")
+        return self._pool().get(self.base, self.adapter, self.task, merge=False)
+
     @property
     def loaded_classifier(self) -> Any:
         """The adapter's classifier if a detector loaded it, else None (nothing is loaded)."""

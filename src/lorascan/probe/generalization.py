@@ -183,15 +183,16 @@ class ClassifierPool:
             self._bases = {(base, task): load_base(spec, task, self.dtype, device=self.device)}  # one base at a time
         return task, max_length, self._bases[(base, task)]
 
-    def get(self, base: str, adapter_dir: str | Path, task: str | None = None):
+    def get(self, base: str, adapter_dir: str | Path, task: str | None = None, merge: bool = True):
+        """The adapter on a copy of the base; ``merge=False`` keeps its LoRA modules (patching)."""
         from lorascan.evaluate.readout import Classifier
         from lorascan.formulations import make_formulation
         from lorascan.models.loading import attach_adapter
 
         task, max_length, (model, tok) = self._settings(base, adapter_dir, task)
         form = make_formulation(task, tok, max_length, base=base)
-        merged = attach_adapter(copy.deepcopy(model), adapter_dir, merge=True)
-        return Classifier(merged, tok, form, task, base, str(adapter_dir))
+        model = attach_adapter(copy.deepcopy(model), adapter_dir, merge=merge)
+        return Classifier(model, tok, form, task, base, str(adapter_dir))
 
     def base(self, base: str, task: str | None = None, adapter_dir: str | Path | None = None):
         """The base model without an adapter, cut and formatted as ``adapter_dir`` would be."""

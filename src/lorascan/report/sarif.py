@@ -2,7 +2,8 @@
 
 One rule per finding kind; each rule carries ``security-severity`` (the 0-10 scale code-scanning
 tools sort by): a blocked adapter's verdict 9.0, review 5.0, a detector's own findings by their
-level. The location is the adapter's weights file. A record of an adapter that could not be
+level. The location is the adapter's weights file. The verdict's result carries the localisation
+(:mod:`lorascan.scan.localise`) in its properties and names the carrying modules in its message. A record of an adapter that could not be
 scanned becomes a failed invocation with no results, never a clean run.
 """
 
@@ -39,13 +40,34 @@ def _result(rule: str, level: str, text: str, rec: Mapping[str, Any], props: Map
             "locations": _location(rec), "properties": {"lorascan-level": level, **props}}
 
 
+def _localisation_text(loc: Mapping[str, Any] | None) -> str:
+    """The verdict message's tail: the modules that carry the backdoor, when localised."""
+    from lorascan.report.scan import carrier_text
+
+    if not loc or loc.get("status") != "ok" or not loc.get("carriers"):
+        return ""
+    return ". Carried by " + "; ".join(carrier_text(c) for c in loc["carriers"])
+
+
+def _localisation_props(loc: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The verdict result's ``localisation`` property: status, reason, candidate and carriers."""
+    if not loc:
+        return {}
+    keep = {k: loc.get(k) for k in ("status", "reason", "candidate", "window", "carriers") if k in loc}
+    if "unpatched" in loc:
+        keep["unpatched_asr"] = loc["unpatched"].get("asr")
+    return {"localisation": keep}
+
+
 def to_sarif(rec: Mapping[str, Any]) -> dict[str, Any]:
     results = []
     ok = rec.get("status") == "ok"
     if ok:
         v = rec["verdict"]
-        results.append(_result("LS100", v["label"], f"verdict {v['label']}: " + "; ".join(v["reasons"][:5]), rec,
-                               {"security-severity": SEVERITY.get(v["label"], "5.0")}))
+        results.append(_result("LS100", v["label"], f"verdict {v['label']}: " + "; ".join(v["reasons"][:5])
+                               + _localisation_text(rec.get("localisation")), rec,
+                               {"security-severity": SEVERITY.get(v["label"], "5.0"),
+                                **_localisation_props(rec.get("localisation"))}))
         for d in rec.get("detectors", []):
             j = d.get("judgement") or {}
             level = j.get("level", "review")

@@ -69,4 +69,23 @@ def summary_lines(rec: Mapping[str, Any]) -> list[str]:
         lines.append(f"  {d['detector']:<11} {j['level']:<7}{'' if j['votes'] else ' (not voting)'} "
                      f"{(j['reasons'] or [''])[0]}")
     lines += [f"  reason: {r}" for r in v["reasons"][:4]]
+    loc = rec.get("localisation")
+    if loc:
+        lines.append(localisation_line(loc))
     return lines
+
+
+def carrier_text(c: Mapping[str, Any]) -> str:
+    """One carrier (:mod:`lorascan.scan.localise`) in words: type, layers, ASR with it removed."""
+    layers = f"layer {c['start']}" if c["start"] == c["end"] else f"layers {c['start']}-{c['end']}"
+    return f"{c['label']} {layers} (ASR {c['asr']:.3f}, -{c['relative_drop']:.0%})"
+
+
+def localisation_line(loc: Mapping[str, Any]) -> str:
+    """The localisation in one line: the candidate and the modules that carry it, or why not."""
+    if loc.get("status") != "ok":
+        return f"  localisation {'skipped' if loc.get('status') == 'skipped' else 'failed'}: {loc.get('reason')}"
+    cand = loc["candidate"]
+    where = "; ".join(carrier_text(c) for c in loc["carriers"]) or "no single window lowers it"
+    return (f"  localisation: candidate {cand['trigger']!r} (ASR {loc['unpatched']['asr']:.3f} unpatched, base as "
+            f"reference, {loc['window']}-layer windows): carried by {where}")

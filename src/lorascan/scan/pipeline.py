@@ -3,7 +3,8 @@
 validate files as data -> resolve the base (:mod:`lorascan.scan.inputs`) -> check the adapter
 fits it and detect the formulation (:mod:`lorascan.scan.fit`) -> one :class:`ScanContext` ->
 every requested detector from the registry, cheapest first -> a judgement per detector against
-the base's shipped profile -> the combined verdict (:func:`lorascan.detect.verdict.combine`).
+the base's shipped profile -> the combined verdict (:func:`lorascan.detect.verdict.combine`) ->
+for a flagged adapter, the modules that carry the backdoor (:mod:`lorascan.scan.localise`).
 
 A detector that does not apply (no behavioural formulation) or fails on this adapter is
 reported with its reason and makes the verdict at least ``review``; a scan that cannot start
@@ -25,6 +26,7 @@ from lorascan.errors import LorascanError, UsageError
 from lorascan.records import record_header, sha256_file
 from lorascan.scan import fit
 from lorascan.scan.inputs import CONFIG, WEIGHTS, AdapterInput
+from lorascan.scan.localise import LocaliseConfig, scan_localisation
 
 RECORD_KIND = "scan"
 DEFAULT_DETECTORS = ("weights", "behavioral", "tokens")
@@ -41,7 +43,8 @@ class ScanConfig:
     """How to scan. ``base``/``task`` override what the adapter's config says; ``detectors``
     by registry name; ``probe_data`` a shipped probe set or a JSONL file; ``profiles`` a
     profile-set file instead of the shipped one for the base; ``token_reference`` the token
-    scan's clean reference (``auto``: the shipped one for the base; ``none``; a file)."""
+    scan's clean reference (``auto``: the shipped one for the base; ``none``; a file);
+    ``localise``: localise the backdoor of a flagged adapter (:mod:`lorascan.scan.localise`)."""
 
     base: str | None = None
     task: str | None = None
@@ -52,6 +55,7 @@ class ScanConfig:
     batch_size: int = 32
     progress: bool = False
     token_reference: str = "auto"
+    localise: bool = True
 
     def __post_init__(self) -> None:
         registry = register_builtin_detectors(DETECTORS.copy())
@@ -60,6 +64,8 @@ class ScanConfig:
             raise UsageError(f"unknown detector '{unknown[0] if unknown else ''}' (known: {', '.join(registry.names())})")
         if self.batch_size < 1:
             raise UsageError(f"batch size must be >= 1, got {self.batch_size}")
+        if not isinstance(self.localise, bool):
+            raise UsageError(f"localise must be true or false, got {self.localise!r}")
 
 
 def _adapter_info(inp: AdapterInput, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -157,7 +163,9 @@ def scan_settings(config: ScanConfig) -> dict[str, Any]:
     """Everything besides the adapter's files that a scan's verdict depends on: the lorascan
     version, base and task overrides, each detector with its arguments, the probe set, and the
     profiles and token reference files by content (the shipped ones included). A batch reuses
-    a record only when these are the same (:mod:`lorascan.scan.batch`)."""
+    a record only when these are the same (:mod:`lorascan.scan.batch`). ``localise`` is not
+    among them: localisation explains a verdict and never changes it, so a resumed batch keeps
+    records made with another ``localise`` setting."""
     from lorascan import __version__
     from lorascan.detect import profiles as shipped_profiles
     from lorascan.detect import token_reference
@@ -195,6 +203,8 @@ def scan_adapter(inp: AdapterInput, config: ScanConfig, pool: Any = None) -> dic
     profiles, profile_source = profiles_for(ctx.base, config.profiles)
     rows, judgements = run_detectors(ctx, config, profiles)
     verdict = combine(judgements, [f for f in findings if f.get("level") != "allow"])
+    localisation = scan_localisation(ctx, rows, verdict["label"],
+                                     LocaliseConfig(enabled=config.localise, batch_size=config.batch_size))
     fp = None
     if ctx.loaded_classifier is not None:
         from lorascan.models.loading import base_fingerprint
@@ -206,6 +216,7 @@ def scan_adapter(inp: AdapterInput, config: ScanConfig, pool: Any = None) -> dic
             "task": {"name": ctx.task, "source": ctx.task_source},
             "probe_inputs": ctx.probes.describe() if ctx.probes else None,
             "profiles": profile_source, "findings": findings, "detectors": rows, "verdict": verdict,
+            "localisation": localisation,
             "settings_sha256": settings_digest(config), "wall_time_s": time.perf_counter() - t0}
 
 
