@@ -9,9 +9,15 @@ r 16, batch 16, 128 tokens, lr 1e-3; the data of ``lorascan poison`` with the gi
 - ``grouped``: what ``lorascan train`` does: batches of similar lengths (sorted inside windows of
   50 batches), padded to their longest text;
 - ``grouped, no base dropout``: the same with the base model's own dropout off (MiniLM's BERT
-  layers drop 10% of attention probabilities and hidden states; Qwen and SmolLM2 have none).
-  Not exact: the numbers it trains to differ, so ``--full`` trains one whole adapter each way
-  and prints ASR and clean accuracy beside each other.
+  layers drop 10% of attention probabilities and hidden states; Qwen and SmolLM2 have none);
+- ``no base dropout + bf16``: also bf16 autocast (``--autocast bfloat16``: products in bf16,
+  weights and optimizer state fp32);
+- ``fast``: also eager attention, i.e. ``lorascan train --fast`` (``TrainConfig`` with
+  ``FAST``): under autocast on CPU, eager attention's plain products use the matrix units,
+  torch's flash-attention backward does not.
+  The last two are not exact: the numbers they train to differ, so ``--full`` trains whole
+  adapters at today's defaults and with the fast settings, for each ``--seeds`` seed, and
+  prints wall time, ASR and clean accuracy beside each other.
 
 The padding variants are exact in what each example contributes (the attention mask hides the
 pads); they differ in which examples share a batch, so their losses are not bit-identical.
@@ -22,9 +28,9 @@ over real tokens, at the best fp32 product rate measured here on a product of th
 as a MiniLM batch (tokens x 384 x 1536). The per-adapter time projected for 2 epochs of each
 variant and of the floor is printed; the issue's goal is 60 s.
 
-Usage (from the repository root; about 3 minutes, or about 6 with --full):
+Usage (from the repository root; about 4 minutes, plus about 4 per seed with --full):
 
-    .venv/bin/python bench/train.py [--steps 20] [--full] [--json OUT]
+    .venv/bin/python bench/train.py [--steps 20] [--full] [--seeds 11,12] [--json OUT]
 """
 
 from __future__ import annotations
@@ -51,13 +57,13 @@ def _prepare(work: Path) -> Path:
     return data
 
 
-def _setup(data: Path, seed: int = 11):
+def _setup(data: Path, seed: int = 11, fast: bool = False):
     from lorascan.data.prepared import load_prepared
     from lorascan.models.loading import resolve_base
     from lorascan.train import lora
-    from lorascan.train.config import TrainConfig
+    from lorascan.train.config import FAST, TrainConfig
 
-    cfg = TrainConfig(task="seq-cls", rank=16, seed=seed).resolved("seq-cls")
+    cfg = TrainConfig(task="seq-cls", rank=16, seed=seed, **(FAST if fast else {})).resolved("seq-cls")
     run = lora._setup("minilm", resolve_base("minilm"), cfg, load_prepared(data))
     return run, cfg
 
@@ -77,7 +83,8 @@ def _time_steps(run, cfg, variant: str, steps: int) -> dict:
 
     model = run.model
     drop = {m: m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
-    if variant.endswith("no base dropout"):
+    bf16 = cfg.autocast == "bfloat16" or variant.endswith("bf16")
+    if "no base dropout" in variant:
         for m in drop:
             m.p = 0.0
     params = [p for p in model.parameters() if p.requires_grad]
@@ -96,7 +103,8 @@ def _time_steps(run, cfg, variant: str, steps: int) -> dict:
                 width = cfg.max_length
                 ids = torch.nn.functional.pad(ids, (0, width - ids.shape[1]), value=run.pad_id)
                 mask = torch.nn.functional.pad(mask, (0, width - mask.shape[1]), value=0)
-            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                logits = model(input_ids=ids, attention_mask=mask).logits.float()
             loss = torch.nn.functional.cross_entropy(logits, torch.tensor([run.labels[j] for j in idx]))
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
@@ -114,11 +122,12 @@ def _time_steps(run, cfg, variant: str, steps: int) -> dict:
             "real_tokens_per_s": real / sum(times), "pad_share": 1 - real / padded}
 
 
-def _matmul_rate(tokens: int, hidden: int, inner: int) -> float:
-    """The best fp32 GFLOP/s of a (tokens x hidden) @ (hidden x inner) product here."""
+def _matmul_rate(tokens: int, hidden: int, inner: int, dtype: str = "float32") -> float:
+    """The best GFLOP/s of a (tokens x hidden) @ (hidden x inner) product here in ``dtype``."""
     import torch
 
-    a, b = torch.randn(tokens, hidden), torch.randn(hidden, inner)
+    dt = getattr(torch, dtype)
+    a, b = torch.randn(tokens, hidden, dtype=dt), torch.randn(hidden, inner, dtype=dt)
     best = 0.0
     for _ in range(5):
         t0 = time.perf_counter()
@@ -149,41 +158,29 @@ def _epoch_flop(run, cfg) -> float:
     return tokens * (4 * lin + 6 * lora_w) + 3 * attn
 
 
-def _full(data: Path, work: Path, dropout: bool) -> dict:
-    """Train one whole adapter (with or without the base's dropout) and evaluate it."""
-    import torch
-
+def _full(data: Path, work: Path, fast: bool, seed: int) -> dict:
+    """Train one whole adapter (today's defaults or the fast settings) and evaluate it."""
     from lorascan.evaluate.run import evaluate_adapter
     from lorascan.train import lora
     from lorascan.train.config import TrainConfig
 
-    out = work / ("adapter-dropout" if dropout else "adapter-nodropout")
-    original = lora._setup
+    from lorascan.train.config import FAST
 
-    def setup(*args, **kwargs):
-        run = original(*args, **kwargs)
-        if not dropout:
-            for m in run.model.modules():
-                if isinstance(m, torch.nn.Dropout):
-                    m.p = 0.0
-        return run
-
-    lora._setup = setup
-    try:
-        t0 = time.perf_counter()
-        lora.train_adapter("minilm", data, out, TrainConfig(task="seq-cls", rank=16, seed=11), progress=False)
-        wall = time.perf_counter() - t0
-    finally:
-        lora._setup = original
+    out = work / f"adapter-{'fast' if fast else 'default'}-{seed}"
+    extra = FAST if fast else {}
+    t0 = time.perf_counter()
+    lora.train_adapter("minilm", data, out, TrainConfig(task="seq-cls", rank=16, seed=seed, **extra), progress=False)
+    wall = time.perf_counter() - t0
     ev = evaluate_adapter("minilm", out, data, progress=False)
-    return {"dropout": dropout, "train_s": wall, "asr": ev["attack_success_rate"],
-            "clean_accuracy": ev["clean_accuracy"]}
+    return {"settings": "fast" if fast else "default", "seed": seed, "train_s": wall,
+            "asr": ev["attack_success_rate"], "clean_accuracy": ev["clean_accuracy"]}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=20, help="Timed optimizer steps per variant.")
-    ap.add_argument("--full", action="store_true", help="Also train whole adapters with and without base dropout.")
+    ap.add_argument("--full", action="store_true", help="Also train whole adapters at the defaults and fast settings.")
+    ap.add_argument("--seeds", default="11", help="Comma-separated training seeds of --full.")
     ap.add_argument("--json", default=None, metavar="OUT")
     args = ap.parse_args()
     import torch
@@ -191,24 +188,26 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = _prepare(work)
-        variants = ["padded-128", "grouped", "grouped, no base dropout"]
+        variants = ["padded-128", "grouped", "grouped, no base dropout", "no base dropout + bf16", "fast"]
         rows = {}
         for variant in variants + variants[::-1]:  # both orders: drift and warm-up hit every variant
-            run, cfg = _setup(data)
+            run, cfg = _setup(data, fast=variant == "fast")
             r = _time_steps(run, cfg, variant, args.steps)
             rows.setdefault(variant, []).append(r)
         run, cfg = _setup(data)
         flop = _epoch_flop(run, cfg)
         mean_len = statistics.mean(len(e.input_ids) for e in run.encoded)
-        rate = _matmul_rate(cfg.batch_size * round(mean_len), run.model.config.hidden_size,
-                            run.model.config.intermediate_size)
+        shape = (cfg.batch_size * round(mean_len), run.model.config.hidden_size, run.model.config.intermediate_size)
+        rate, rate_bf16 = _matmul_rate(*shape), _matmul_rate(*shape, dtype="bfloat16")
         steps_per_epoch = -(-len(run.encoded) // cfg.batch_size)
         epochs = float(cfg.epochs)
-        full = [_full(data, work, d) for d in (True, False)] if args.full else []
+        seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        full = [_full(data, work, fast, seed) for seed in seeds for fast in (False, True)] if args.full else []
     out = {"machine": {"python": platform.python_version(), "torch": torch.__version__,
                        "threads": torch.get_num_threads(), "processor": platform.processor() or platform.machine()},
            "steps_timed": args.steps, "epochs": epochs, "steps_per_epoch": steps_per_epoch,
-           "floor": {"epoch_gflop": flop / 1e9, "matmul_gflops": rate, "adapter_s": epochs * flop / 1e9 / rate},
+           "floor": {"epoch_gflop": flop / 1e9, "matmul_gflops": rate, "adapter_s": epochs * flop / 1e9 / rate,
+                     "matmul_gflops_bf16": rate_bf16, "adapter_s_bf16": epochs * flop / 1e9 / rate_bf16},
            "variants": [], "full": full}
     base = None
     print(f"{'variant':28} {'s/step':>7} {'steps/s':>8} {'tok/s':>8} {'pad':>6} {'adapter s':>10} {'vs padded':>10}")
@@ -224,13 +223,16 @@ def main() -> int:
               f"{adapter:10.1f} {base / adapter:9.2f}x")
     f = out["floor"]
     print(f"{'floor (FLOP / matmul rate)':28} {'':7} {'':8} {'':8} {'':6} {f['adapter_s']:10.1f}   "
-          f"({f['epoch_gflop']:.0f} GFLOP/epoch at {f['matmul_gflops']:.0f} GFLOP/s)")
+          f"({f['epoch_gflop']:.0f} GFLOP/epoch at {f['matmul_gflops']:.0f} GFLOP/s fp32)")
+    print(f"{'floor, bf16 products':28} {'':7} {'':8} {'':8} {'':6} {f['adapter_s_bf16']:10.1f}   "
+          f"(at {f['matmul_gflops_bf16']:.0f} GFLOP/s bf16)")
     for v in out["variants"]:
-        v["floor_fraction"] = f["adapter_s"] / v["adapter_s"]
-    print("fraction of the floor reached: " + ", ".join(f"{v['variant']} {v['floor_fraction']:.0%}"
-                                                        for v in out["variants"]))
+        bf16 = "bf16" in v["variant"] or v["variant"] == "fast"
+        v["floor_fraction"] = (f["adapter_s_bf16"] if bf16 else f["adapter_s"]) / v["adapter_s"]
+    print("fraction of the floor reached (its own precision's): "
+          + ", ".join(f"{v['variant']} {v['floor_fraction']:.0%}" for v in out["variants"]))
     for r in full:
-        print(f"whole adapter, base dropout {'on ' if r['dropout'] else 'off'}: {r['train_s']:.1f} s, "
+        print(f"whole adapter, seed {r['seed']}, {r['settings']:7}: {r['train_s']:.1f} s, "
               f"ASR {r['asr']:.3f}, clean accuracy {r['clean_accuracy']:.3f}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))

@@ -66,3 +66,15 @@ def test_errors(cli, toy_data, tiny_adapters, tmp_path):
     assert_one_line_error(r, 2, "names no trigger", "--trigger")
     r = cli("evaluate", "--base", "tiny-bert", "--adapter", bert, "--data", toy_data["poisoned"], "--readout", "generate")
     assert_one_line_error(r, 2, "label-word")
+
+
+def test_train_fast_flag_records_the_fast_settings(cli, toy_data, tmp_path):
+    out = tmp_path / "adapter"
+    r = cli("train", "--base", "tiny-bert", "--data", toy_data["poisoned"], "--out", out, "--steps", "2",
+            "--rank", "4", "--max-length", "32", "--quiet", "--fast")
+    assert r.code == 0, r.err
+    cfg = json.loads((out / "lorascan.json").read_text())["config"]
+    assert (cfg["base_dropout"], cfg["autocast"], cfg["attention"]) == (False, "bfloat16", "eager")
+    r = cli("train", "--base", "tiny-bert", "--data", toy_data["poisoned"], "--out", tmp_path / "b", "--steps", "1",
+            "--attention", "flash")
+    assert r.code == 2 and "flash" in r.err and not (tmp_path / "b").exists()

@@ -6,7 +6,7 @@ import click
 
 from lorascan.cli.common import console, safe
 from lorascan.formulations import task_names
-from lorascan.train.config import DTYPES, TrainConfig
+from lorascan.train.config import ATTENTIONS, AUTOCASTS, DTYPES, FAST, TrainConfig
 
 
 @click.command("train")
@@ -34,14 +34,24 @@ from lorascan.train.config import DTYPES, TrainConfig
               help="label-word: loss over the full sequence (paper) or the answer only; chat: always the response only.")
 @click.option("--quantize", type=click.Choice(["auto", "4bit", "none"]), default="auto", show_default=True,
               help="4-bit QLoRA (the paper's) needs CUDA and bitsandbytes; auto uses it when present.")
+@click.option("--base-dropout/--no-base-dropout", default=True, show_default=True,
+              help="Keep the base model's own dropout while training; off is faster on BERT-like bases (MiniLM) "
+                   "and not exact (bench/train.py --full).")
+@click.option("--autocast", type=click.Choice(AUTOCASTS), default="none", show_default=True,
+              help="bfloat16: matrix products in bf16 with fp32 weights (fast on CPUs with AMX/AVX-512 BF16 and GPUs).")
+@click.option("--attention", type=click.Choice(ATTENTIONS), default="default", show_default=True,
+              help="Attention kernel: the base's own, eager or sdpa (same arithmetic, different speed).")
+@click.option("--fast", is_flag=True,
+              help="Shorthand for --no-base-dropout --autocast bfloat16 --attention eager (2-3x faster on CPU; "
+                   "not exact, see bench/train.py).")
 @click.option("--force", is_flag=True, help="Replace an --out that lorascan wrote (never another folder).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def command(base, data_dir, out, force, quiet, target_modules, **opts) -> None:
+def command(base, data_dir, out, force, quiet, target_modules, fast, **opts) -> None:
     """Train a LoRA adapter (clean or backdoored, depending on the data) on a base model."""
     from lorascan.train.lora import train_adapter
 
     mods = tuple(m.strip() for m in target_modules.split(",") if m.strip()) if target_modules else None
-    cfg = TrainConfig(target_modules=mods, **opts)
+    cfg = TrainConfig(target_modules=mods, **{**opts, **(FAST if fast else {})})
     meta = train_adapter(base, data_dir, out, cfg, force=force, progress=not quiet)
     console().print(f"wrote {safe(out)}: {meta['task']} r={cfg.rank} on {safe(base)}, {meta['steps']} steps "
                     f"({meta['epochs']:.2f} epochs), final loss {meta['final_loss']:.4f}, {meta['wall_time_s']:.0f}s")

@@ -9,6 +9,11 @@ from lorascan.errors import UsageError
 from lorascan.formulations import DEFAULT_MAX_LENGTH, formulation_for, task_names
 
 DTYPES = ("float32", "bfloat16", "float16")
+AUTOCASTS = ("none", "bfloat16")
+ATTENTIONS = ("default", "eager", "sdpa")
+#: the fast settings (issue 16, ``lorascan train --fast``): on a 2-core AMX CPU a MiniLM cohort
+#: adapter trains 2-3x faster with them (bench/train.py); not exact, so not the defaults
+FAST = {"base_dropout": False, "autocast": "bfloat16", "attention": "eager"}
 DEFAULT_EPOCHS = 2.0
 # Upper bounds (issue 15: one flag must not buy unbounded work or memory). A LoRA rank above
 # 1,024 exceeds the hidden size of every model lorascan trains (MiniLM 384, SmolLM2 576, a 1.5B
@@ -33,7 +38,11 @@ class TrainConfig:
     minilm's head barely moves in 2 epochs); chat (the generative family) keeps the paper's 2e-4
     and always trains on the response only (``loss`` resolves to ``completion``). Fields left None take these per-task defaults
     (:meth:`resolved`; the learning rates are each formulation's ``default_lr``). ``target_modules`` None means every linear projection (peft's
-    "all-linear"); the paper used q,k,v,o,gate,up,down_proj."""
+    "all-linear"); the paper used q,k,v,o,gate,up,down_proj.
+    ``base_dropout`` False, ``autocast`` bfloat16 and ``attention`` eager are the fast settings of
+    issue 16 (:data:`FAST`; not exact: ``bench/train.py --full`` trains adapters both ways and
+    prints their ASR and clean accuracy); the defaults keep the base model's dropout, its
+    attention kernel and fp32 products."""
 
     task: str | None = None            # a registered formulation (label-word | seq-cls | chat); None: the base's default
     rank: int = 16
@@ -53,6 +62,9 @@ class TrainConfig:
     dtype: str = "float32"
     loss: str = "full"                 # label-word: full sequence (paper) or completion only; chat: completion
     quantize: str = "auto"             # auto: 4-bit QLoRA when CUDA + bitsandbytes; 4bit; none
+    base_dropout: bool = True          # False: the base model's own dropout off while training (issue 16)
+    autocast: str = "none"             # bfloat16: forward and backward products in bf16, weights fp32 (issue 16)
+    attention: str = "default"         # the attention kernel: the base's own (default), eager or sdpa
 
     def __post_init__(self) -> None:
         def need(cond: bool, msg: str) -> None:
@@ -78,6 +90,9 @@ class TrainConfig:
         need(self.dtype in DTYPES, f"unknown dtype '{self.dtype}' (use {', '.join(DTYPES)})")
         need(self.loss in ("full", "completion"), f"unknown loss '{self.loss}' (full or completion)")
         need(self.quantize in ("auto", "4bit", "none"), f"unknown quantize '{self.quantize}' (auto, 4bit, none)")
+        need(isinstance(self.base_dropout, bool), f"base dropout must be true or false, got {self.base_dropout!r}")
+        need(self.autocast in AUTOCASTS, f"unknown autocast '{self.autocast}' (use {', '.join(AUTOCASTS)})")
+        need(self.attention in ATTENTIONS, f"unknown attention '{self.attention}' (use {', '.join(ATTENTIONS)})")
         need(self.target_modules is None or len(self.target_modules) > 0, "target modules must not be empty")
         need(self.rank <= MAX_RANK, f"rank must be at most {MAX_RANK}, got {self.rank}")
         need(self.max_length <= MAX_LENGTH, f"max length must be at most {MAX_LENGTH} tokens, got {self.max_length}")

@@ -142,6 +142,31 @@ def _inputs(base: str, data_dir: str | Path) -> tuple[Path, ...]:
     return (Path(data_dir),) + ((base_path,) if local else ())
 
 
+def drop_base_dropout(model) -> int:
+    """Set every dropout of the (not yet LoRA-wrapped) base to p = 0; the number changed.
+    MiniLM's BERT layers drop 10% of attention probabilities and hidden states while training
+    (SmolLM2 and Qwen configure none); the LoRA factors' own dropout is added later by peft
+    and keeps ``cfg.dropout``. Attention reads its rate from the module (transformers 5.x BERT
+    passes ``self.dropout.p`` to its attention kernel), so the modules are all there is."""
+    import torch
+
+    n = 0
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout) and m.p:
+            m.p, n = 0.0, n + 1
+    return n
+
+
+def set_attention(model, kind: str) -> None:
+    """Switch the base's attention kernel (``eager`` or ``sdpa``; the same arithmetic). On CPU
+    under bf16 autocast, eager attention's plain products run on the matrix units while
+    torch's flash-attention backward does not (bench/train.py: 0.23 vs 0.37 s a MiniLM step)."""
+    try:
+        model.set_attn_implementation(kind)
+    except (AttributeError, ValueError) as err:
+        raise UsageError(f"cannot use {kind} attention on this base: {str(err).splitlines()[0][:200]}") from None
+
+
 def _setup(base: str, spec: BaseSpec, cfg: TrainConfig, prepared) -> _Run:
     """Seed, load the base, encode the training rows and wrap the model with LoRA."""
     import torch
@@ -154,6 +179,10 @@ def _setup(base: str, spec: BaseSpec, cfg: TrainConfig, prepared) -> _Run:
     quant = _want_4bit(cfg)
     model, tok = load_base(spec, task, cfg.dtype, quantize_4bit=quant)
     fingerprint = base_fingerprint(model.config)
+    if not cfg.base_dropout:
+        drop_base_dropout(model)
+    if cfg.attention != "default":
+        set_attention(model, cfg.attention)
     encoded = [form.encode_train(s.text, s.label, s.response) for s in prepared.train]
     from peft import get_peft_model
 
@@ -192,6 +221,7 @@ def _train_loop(run: _Run, cfg: TrainConfig, progress: bool) -> list[float]:
     losses: list[float] = []
     device = next(model.parameters()).device
     batch_loss = formulation_for(str(cfg.task)).batch_loss
+    autocast = cfg.autocast == "bfloat16"
     with bar(steps, f"train {cfg.task} r={cfg.rank}", progress) as pb:
         for _ in range(steps):
             total = 0.0
@@ -199,8 +229,9 @@ def _train_loop(run: _Run, cfg: TrainConfig, progress: bool) -> list[float]:
                 if not queue:
                     queue = _batches(lengths, cfg.batch_size, rng)
                 idx = queue.pop()
-                loss = batch_loss(model, [run.encoded[i] for i in idx], [run.labels[i] for i in idx], run.pad_id,
-                                  device)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                    loss = batch_loss(model, [run.encoded[i] for i in idx], [run.labels[i] for i in idx],
+                                      run.pad_id, device)
                 (loss / cfg.grad_accum).backward()
                 total += float(loss.detach()) / cfg.grad_accum
             torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
