@@ -11,6 +11,7 @@ from lorascan.cli.executor_options import executor_options
 from lorascan.errors import DataError, LorascanError, UsageError
 from lorascan.formulations import task_names
 from lorascan.scan.localise import MIN_ASR
+from lorascan.scan.pipeline import DEFAULT_DETECTORS
 
 FAIL_ON = ("none", "review", "block")
 EXIT_FAIL_ON = 3
@@ -24,9 +25,10 @@ LEVELS = ("allow", "review", "block")
                    "to a packaged base as data; never a path the adapter names.")
 @click.option("--task", type=click.Choice(task_names()), default=None,
               help="Formulation [default: detected: a saved classification head -> seq-cls; a chat LM that answers "
-                   "in label words -> label-word; otherwise behavioural detectors do not apply].")
-@click.option("--detectors", default=",".join(("weights", "behavioral", "tokens")), metavar="A,B",
-              show_default=True, help="Registered detectors to run (see 'lorascan list').")
+                   "in label words -> label-word; another chat LM adapter -> chat (the generative detector); "
+                   "an encoder without a head: behavioural detectors do not apply].")
+@click.option("--detectors", default=",".join(DEFAULT_DETECTORS), metavar="A,B", show_default=True,
+              help="Registered detectors to run (see 'lorascan list'); each runs on the formulations it reads.")
 @click.option("--probe-data", default="offline-pi-v1", metavar="FILE", show_default=True,
               help="Probe inputs: a shipped set or a JSONL file of {text, label} rows.")
 @click.option("--profiles", default=None, metavar="FILE",

@@ -46,9 +46,16 @@ def _neural_cleanse(**kwargs: Any) -> Detector:
     return CleanseDetector(**kwargs)
 
 
-# the scan's three detectors, then the paper's two baselines (issue 12; run with --detectors)
-BUILTIN = {"weights": _weights, "behavioral": _behavioral, "tokens": _tokens, "strip": _strip,
-           "neural-cleanse": _neural_cleanse}
+def _generative(**kwargs: Any) -> Detector:
+    from lorascan.detect.generative import GenerativeDetector
+
+    return GenerativeDetector(**kwargs)
+
+
+# the scan's detectors (generative: chat adapters only), then the paper's two baselines
+# (issue 12; run with --detectors)
+BUILTIN = {"weights": _weights, "behavioral": _behavioral, "tokens": _tokens, "generative": _generative,
+           "strip": _strip, "neural-cleanse": _neural_cleanse}
 
 
 def register_builtin_detectors(registry: Registry[Detector] = DETECTORS) -> Registry[Detector]:

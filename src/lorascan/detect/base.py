@@ -65,6 +65,10 @@ class Detector(abc.ABC):
     #: their direction ("+" flag above, "-" below, None: each score's better one)
     decision: ClassVar[tuple[str, ...] | None] = None
     direction: ClassVar[str | None] = None
+    #: the formulations whose adapters the detector reads (None: any adapter, e.g. weights); the
+    #: scan passes over a detector whose formulations exclude the adapter's, without a say in the
+    #: verdict (a classifier battery means nothing to a chat adapter, and the reverse)
+    tasks: ClassVar[tuple[str, ...] | None] = None
 
     @abc.abstractmethod
     def scan(self, context: "ScanContext", profile: "Profile | None" = None) -> DetectorResult:

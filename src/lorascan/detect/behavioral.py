@@ -106,6 +106,7 @@ class BehavioralDetector(Detector):
     lorascan.json)."""
 
     name = NAME
+    tasks = ("seq-cls", "label-word")
     summary = "probe battery before shipped injections: outlier_gap, mean_attack_rate (paper §7)"
     decision = SCORES
     direction = "+"

@@ -92,6 +92,7 @@ class CleanseDetector(Detector):
     """The paper's discrete Neural-Cleanse-style baseline behind the detector protocol."""
 
     name = NAME
+    tasks = ("seq-cls", "label-word")
     cost = 400  # 1,600 prefixes x 16 injections: the most passes of any detector
     summary = "the paper's baseline: random-swap search for a 6-token prefix that flips injections (§9)"
     decision = ("nc_flip_rate",)

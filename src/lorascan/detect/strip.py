@@ -55,6 +55,7 @@ class StripDetector(Detector):
     """STRIP behind the detector protocol (module docstring)."""
 
     name = NAME
+    tasks = ("seq-cls", "label-word")
     cost = 150  # n x k = 200 short passes
     summary = "the paper's STRIP baseline, trigger-blind: prediction entropy of perturbed injections (§9)"
     decision = ("strip_entropy",)

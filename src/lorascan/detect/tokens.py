@@ -307,6 +307,7 @@ class TokenDetector(Detector):
     """The token scan behind the common detector protocol (module docstring)."""
 
     name = NAME
+    tasks = ("seq-cls", "label-word")
     cost = 300  # a few thousand short forward passes: after weights (0) and the battery (100)
     summary = "every word-like vocabulary token screened, the top verified as a prefix trigger (issue 11)"
     decision = ("token_lift", "token_attack_rate")

@@ -29,7 +29,7 @@ from lorascan.scan.inputs import CONFIG, WEIGHTS, AdapterInput
 from lorascan.scan.localise import LocaliseConfig, scan_localisation
 
 RECORD_KIND = "scan"
-DEFAULT_DETECTORS = ("weights", "behavioral", "tokens")
+DEFAULT_DETECTORS = ("weights", "behavioral", "tokens", "generative")
 # Arguments the scan builds each detector with: behavioural over every probe of the paper's 21-prefix
 # battery (view A: a scan does not know the trigger, so none is left out for being it).
 SCAN_ARGS: dict[str, dict[str, Any]] = {"weights": {"include_modules": False},
@@ -105,9 +105,9 @@ def _confirm_task(ctx: ScanContext) -> None:
         return
     share = fit.answers_in_label_words(ctx.classifier(), ctx.probes.injections[:8] + ctx.probes.benign[:8])
     if share < fit.MIN_LABEL_WORD_ANSWERS:
-        ctx.set_task(None, f"the adapter answers only {share:.0%} of the paper's classifier prompts with "
-                           "INJECTION/BENIGN: not a label-word classifier (a general chat adapter?); behavioural "
-                           "detectors not applicable")
+        ctx.set_task("chat", f"the adapter answers only {share:.0%} of the paper's classifier prompts with "
+                             "INJECTION/BENIGN: not a label-word classifier, read as a chat adapter (generative "
+                             "detectors; the classifier ones do not apply)")
     else:
         ctx.set_task(ctx.task, f"causal LM with a chat template; answers {share:.0%} of probe prompts with a label word")
 
@@ -132,6 +132,13 @@ def run_detectors(ctx: ScanContext, config: ScanConfig, profiles: dict[str, Any]
             if det.cost > 0 and not confirmed:
                 confirmed = True
                 _confirm_task(ctx)
+            if det.tasks is not None and ctx.task is not None and ctx.task not in det.tasks:
+                why = f"reads {' and '.join(det.tasks)} adapters; this one is read as {ctx.task}"
+                rows.append({"detector": det.name, "detector_args": det.args, "status": "not_applicable",
+                             "reason": why, "scores": {},
+                             "judgement": Judgement("allow", False, (f"not applicable: {why}",)).to_dict(),
+                             "wall_time_s": time.perf_counter() - t0})
+                continue  # no say in the verdict: the formulation, not the adapter, rules it out
             result = det.scan(ctx, None)
         except NotApplicable as why:
             j = Judgement("review", True, (f"not applicable: {why}",))
