@@ -219,7 +219,7 @@ def test_roc_plot_is_written(tmp_path):
 
 def test_registry_is_explicit_and_resettable():
     fresh = register_builtin_detectors(Registry("detector"))
-    names = ["behavioral", "neural-cleanse", "strip", "tokens", "weights"]
+    names = ["behavioral", "generative", "neural-cleanse", "strip", "tokens", "weights"]
     assert fresh.names() == names and fresh is not DETECTORS
     assert register_builtin_detectors(fresh).names() == names  # idempotent
     with pytest.raises(UsageError, match="unknown detector"):
@@ -241,8 +241,12 @@ def test_every_registered_detector_honours_the_contract(tiny_adapters, name, tmp
 
     registry = register_builtin_detectors(Registry("detector"))
     det = registry.create(name, **CONTRACT_ARGS.get(name, {}))
-    adapter = tiny_adapters[("tiny-bert", "seq-cls", "poisoned")]
-    result = det.scan(ScanContext.build(adapter, base="tiny-bert", task="seq-cls", probes=load_probe_inputs()))
+    # a detector of chat adapters reads the causal-LM adapter as the scan reads one that does
+    # not answer in label words; every other one the seq-cls adapter
+    base, task, kind = (("tiny-bert", "seq-cls", "seq-cls") if det.tasks is None or "seq-cls" in det.tasks
+                        else ("tiny-qwen2", det.tasks[0], "label-word"))
+    adapter = tiny_adapters[(base, kind, "poisoned")]
+    result = det.scan(ScanContext.build(adapter, base=base, task=task, probes=load_probe_inputs()))
     assert result.detector == name == det.name
     assert result.detector_args == det.args and registry.create(name, **det.args).args == det.args
     json.dumps(result.to_dict())
@@ -250,6 +254,6 @@ def test_every_registered_detector_honours_the_contract(tiny_adapters, name, tmp
     assert isinstance(result.verdict, Verdict) and result.verdict.label == "uncalibrated"
     assert det.summary and det.cost >= 0
     with pytest.raises(LorascanError):
-        det.scan(ScanContext.build(tmp_path / "missing", base="tiny-bert", probes=load_probe_inputs()))
+        det.scan(ScanContext.build(tmp_path / "missing", base=base, probes=load_probe_inputs()))
     with pytest.raises(ValueError):
         Verdict("maybe")
