@@ -191,3 +191,18 @@ def test_profiles_from_records_alone(tmp_path):
     with pytest.raises(DataError, match="different scan settings"):
         profile_set_from_records([m.member for m in members], recs, "minilm", ("weights", "tokens"),
                                  cohort_name="synthetic", n_boot=100)
+
+
+def test_a_detector_that_stood_aside_everywhere_is_not_evaluated_and_has_no_say():
+    from lorascan.scan.evaluate import _judge_member, scored_detectors
+
+    aside = {"detector": "generative", "status": "not_applicable", "scores": {},
+             "judgement": {"level": "allow", "votes": False, "reasons": ["not applicable: reads chat adapters"]}}
+    failed = {"detector": "tokens", "status": "error", "scores": {},
+              "judgement": {"level": "review", "votes": True, "reasons": ["failed"]}}
+    ok = {"detector": "weights", "status": "ok", "scores": {"global_frobN_std": 0.1}, "details": {}}
+    records = {"a": {"detectors": [ok, aside, failed], "base": {"name": "tiny-bert"}, "findings": []}}
+    assert scored_detectors(records) == ["weights"]
+    level, levels = _judge_member(records["a"], {}, ["generative", "tokens"])
+    assert levels == {"generative": "allow", "tokens": "review"} and level == "review"
+    assert _judge_member(records["a"], {}, ["generative"]) == ("allow", {"generative": "allow"})

@@ -172,7 +172,7 @@ def score_aucs(members: Sequence[Labelled], records: Mapping[str, dict[str, Any]
 
     registry = register_builtin_detectors(DETECTORS.copy())
     out = []
-    detectors = sorted({r["detector"] for rec in records.values() for r in rec["detectors"]})
+    detectors = scored_detectors(records)
     for name in detectors:
         det = registry.create(name) if name in registry else None
         rows = {m.name: next((r for r in records[m.name]["detectors"] if r["detector"] == name), None)
@@ -210,7 +210,7 @@ def score_held_out(members: Sequence[Labelled], records: Mapping[str, dict[str, 
     from lorascan.detect import DETECTORS, register_builtin_detectors
 
     registry = register_builtin_detectors(DETECTORS.copy())
-    present = sorted({r["detector"] for rec in records.values() for r in rec["detectors"]})
+    present = scored_detectors(records)
     clean = [m for m in members if m.label == 0]
     poisoned = [m for m in members if m.label == 1]
     groups = sorted({m.group(key) for m in poisoned if m.group(key) is not None}, key=str)
@@ -337,11 +337,20 @@ def _folds(clean: Sequence[Labelled], k: int, seed: int) -> list[list[Labelled]]
     return [order[i::k] for i in range(k)]
 
 
+def scored_detectors(records: Mapping[str, dict[str, Any]]) -> list[str]:
+    """The detectors that scored at least one of ``records`` (sorted): one that stood aside on
+    every adapter (a chat detector on a classifier cohort) has nothing to evaluate."""
+    return sorted({r["detector"] for rec in records.values() for r in rec["detectors"] if r.get("status") == "ok"})
+
+
 def _judge_member(rec: dict[str, Any], profiles: Mapping[str, Any], detectors: Sequence[str]) -> tuple[str, dict[str, str]]:
     """The scan's fused level of one record under ``profiles``, and each detector's level."""
     judgements: dict[str, Judgement] = {}
     for name in detectors:
         row = next((r for r in rec["detectors"] if r["detector"] == name), None)
+        if row is not None and row["status"] == "not_applicable" and not row["judgement"].get("votes", True):
+            judgements[name] = Judgement(row["judgement"]["level"], False, tuple(row["judgement"]["reasons"]))
+            continue  # stood aside for the adapter's formulation (scan.pipeline), no say
         if row is None or row["status"] != "ok":
             judgements[name] = Judgement("review", True, (f"{name}: {row['status'] if row else 'not run'}",))
             continue
@@ -372,7 +381,7 @@ def held_out(members: Sequence[Labelled], records: Mapping[str, dict[str, Any]],
     folds = max(MIN_FOLDS, min(folds, len(clean)))
     clean_folds = _folds(clean, folds, seed)
     base = next(iter(records.values()))["base"]["name"]
-    present = {r["detector"] for rec in records.values() for r in rec["detectors"]}
+    present = set(scored_detectors(records))
     detectors = [d for d in fused if d in present]  # the scan's verdict, not the baselines beside it
     rows = {m.name: records[m.name]["detectors"] for m in members}
     families = {m.name: m.family for m in members} if learn else None
