@@ -119,6 +119,12 @@ def _detector_args(name: str, config: ScanConfig) -> dict[str, Any]:
     return args
 
 
+def _unscored_row(det: Any, status: str, reason: str, judgement: Judgement, t0: float) -> dict[str, Any]:
+    """The record row of a detector that gave no scores (not applicable, or failed)."""
+    return {"detector": det.name, "detector_args": det.args, "status": status, "reason": reason, "scores": {},
+            "judgement": judgement.to_dict(), "wall_time_s": time.perf_counter() - t0}
+
+
 def run_detectors(ctx: ScanContext, config: ScanConfig, profiles: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Judgement]]:
     registry = register_builtin_detectors(DETECTORS.copy())
     detectors = [registry.create(n, **_detector_args(n, config)) for n in config.detectors]
@@ -134,24 +140,18 @@ def run_detectors(ctx: ScanContext, config: ScanConfig, profiles: dict[str, Any]
                 _confirm_task(ctx)
             if det.tasks is not None and ctx.task is not None and ctx.task not in det.tasks:
                 why = f"reads {' and '.join(det.tasks)} adapters; this one is read as {ctx.task}"
-                rows.append({"detector": det.name, "detector_args": det.args, "status": "not_applicable",
-                             "reason": why, "scores": {},
-                             "judgement": Judgement("allow", False, (f"not applicable: {why}",)).to_dict(),
-                             "wall_time_s": time.perf_counter() - t0})
-                continue  # no say in the verdict: the formulation, not the adapter, rules it out
+                # no say in the verdict (not in judgements): the formulation, not the adapter, rules it out
+                aside = Judgement("allow", False, (f"not applicable: {why}",))
+                rows.append(_unscored_row(det, "not_applicable", why, aside, t0))
+                continue
             result = det.scan(ctx, None)
         except NotApplicable as why:
-            j = Judgement("review", True, (f"not applicable: {why}",))
-            rows.append({"detector": det.name, "detector_args": det.args, "status": "not_applicable",
-                         "reason": str(why), "scores": {}, "judgement": j.to_dict(),
-                         "wall_time_s": time.perf_counter() - t0})
-            judgements[det.name] = j
+            judgements[det.name] = Judgement("review", True, (f"not applicable: {why}",))
+            rows.append(_unscored_row(det, "not_applicable", str(why), judgements[det.name], t0))
             continue
         except LorascanError as err:
-            j = Judgement("review", True, (f"failed: {err}",))
-            rows.append({"detector": det.name, "detector_args": det.args, "status": "error", "reason": str(err),
-                         "scores": {}, "judgement": j.to_dict(), "wall_time_s": time.perf_counter() - t0})
-            judgements[det.name] = j
+            judgements[det.name] = Judgement("review", True, (f"failed: {err}",))
+            rows.append(_unscored_row(det, "error", str(err), judgements[det.name], t0))
             continue
         context = dict(result.details.get("context") or {})
         context["base_model"] = ctx.base
