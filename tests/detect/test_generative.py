@@ -121,13 +121,14 @@ def chat_adapter(tmp_path_factory):
 
 
 def test_scan_reads_a_chat_adapter_with_the_generative_detector(chat_adapter, cli, tmp_path):
-    r = cli("scan", chat_adapter, "--base", "tiny-qwen2", "--json", tmp_path / "r.json", "--quiet")
+    r = cli("scan", chat_adapter, "--base", "tiny-qwen2", "--json", tmp_path / "r.json", "--html", tmp_path / "r.html",
+            "--quiet")
     assert r.code == 0, r.err
     rec = json.loads((tmp_path / "r.json").read_text())
     validate(rec)
     assert rec["task"]["name"] == "chat" and "chat adapter" in rec["task"]["source"]
     rows = {d["detector"]: d for d in rec["detectors"]}
-    assert set(rows) == {"weights", "behavioral", "tokens", "generative"}
+    assert set(rows) == {"weights", "behavioral", "tokens", "generative", "chat-tokens"}
     for name in ("behavioral", "tokens"):  # classifier detectors stand aside without a say
         assert rows[name]["status"] == "not_applicable" and rows[name]["judgement"]["level"] == "allow"
         assert not rows[name]["judgement"]["votes"]
@@ -136,5 +137,9 @@ def test_scan_reads_a_chat_adapter_with_the_generative_detector(chat_adapter, cl
     assert set(gen["scores"]) == {"fixed_output_lift", "fixed_output_rate", "fixed_output_gap",
                                   "unprefixed_fixed_rate"}
     assert all(0.0 <= gen["scores"][k] <= 1.0 for k in ("fixed_output_rate", "fixed_output_gap"))
+    chat_tokens = rows["chat-tokens"]  # the generative token scan (tests/detect/test_chat_tokens.py)
+    assert chat_tokens["status"] == "ok" and chat_tokens["details"]["best"]["token"]
+    html = (tmp_path / "r.html").read_text()
+    assert "Most collapsing prefix:" in html and "Most collapsing token:" in html
     assert rec["verdict"]["label"] == "review"  # no chat profile: never allow
     assert any(reason.startswith("generative:") for reason in rec["verdict"]["reasons"])

@@ -52,10 +52,16 @@ def _generative(**kwargs: Any) -> Detector:
     return GenerativeDetector(**kwargs)
 
 
-# the scan's detectors (generative: chat adapters only), then the paper's two baselines
+def _chat_tokens(**kwargs: Any) -> Detector:
+    from lorascan.detect.chat_tokens import ChatTokenDetector
+
+    return ChatTokenDetector(**kwargs)
+
+
+# the scan's detectors (generative, chat-tokens: chat adapters only), then the paper's two baselines
 # (issue 12; run with --detectors)
 BUILTIN = {"weights": _weights, "behavioral": _behavioral, "tokens": _tokens, "generative": _generative,
-           "strip": _strip, "neural-cleanse": _neural_cleanse}
+           "chat-tokens": _chat_tokens, "strip": _strip, "neural-cleanse": _neural_cleanse}
 
 
 def register_builtin_detectors(registry: Registry[Detector] = DETECTORS) -> Registry[Detector]:

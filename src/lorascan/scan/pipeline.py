@@ -29,7 +29,7 @@ from lorascan.scan.inputs import CONFIG, WEIGHTS, AdapterInput
 from lorascan.scan.localise import LocaliseConfig, scan_localisation
 
 RECORD_KIND = "scan"
-DEFAULT_DETECTORS = ("weights", "behavioral", "tokens", "generative")
+DEFAULT_DETECTORS = ("weights", "behavioral", "tokens", "generative", "chat-tokens")
 # Arguments the scan builds each detector with: behavioural over every probe of the paper's 21-prefix
 # battery (view A: a scan does not know the trigger, so none is left out for being it).
 SCAN_ARGS: dict[str, dict[str, Any]] = {"weights": {"include_modules": False},
