@@ -219,7 +219,7 @@ def test_roc_plot_is_written(tmp_path):
 
 def test_registry_is_explicit_and_resettable():
     fresh = register_builtin_detectors(Registry("detector"))
-    names = ["behavioral", "generative", "neural-cleanse", "strip", "tokens", "weights"]
+    names = ["behavioral", "chat-tokens", "generative", "neural-cleanse", "strip", "tokens", "weights"]
     assert fresh.names() == names and fresh is not DETECTORS
     assert register_builtin_detectors(fresh).names() == names  # idempotent
     with pytest.raises(UsageError, match="unknown detector"):
