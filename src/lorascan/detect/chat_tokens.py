@@ -47,8 +47,8 @@ import numpy as np
 from lorascan.config import to_dict
 from lorascan.data.poison import apply_trigger
 from lorascan.detect.base import Detector, DetectorResult, NotApplicable, ScanContext, check_int_ranges
-from lorascan.detect.generative import MAX_SIGNATURE_CHARS, fixed_rate
-from lorascan.detect.token_screen import Vocabulary, candidate_vocabulary, compound_candidates, robust_z, weight_scores
+from lorascan.detect.generative import MAX_SIGNATURE_CHARS, fixed_rate, shortest_benign
+from lorascan.detect.token_screen import Vocabulary, candidate_vocabulary, robust_z, weight_scores, with_compounds
 from lorascan.detect.verdict import verdict
 from lorascan.progress import bar
 
@@ -82,14 +82,6 @@ class ChatTokenConfig:
                                      ("compounds", 0, 64), ("batch_size", 1, 1024)))
 
 
-def instructions_of(context: ScanContext, n: int) -> list[str]:
-    """The ``n`` shortest benign probe texts (the generative detector's instructions)."""
-    probes = context.require_probes(NAME)
-    if len(probes.benign) < n:
-        raise NotApplicable(f"{NAME}: the probe set has {len(probes.benign)} benign texts, needs {n}")
-    return sorted(probes.benign, key=lambda t: (len(t), t))[:n]
-
-
 def screened(clf: Any, base: Any, cfg: ChatTokenConfig) -> tuple[Vocabulary, list[int], np.ndarray, list[str]]:
     """(candidate vocabulary with compounds appended, indices to verify, robust z per entry,
     layer-0 modules the screen read)."""
@@ -102,15 +94,7 @@ def screened(clf: Any, base: Any, cfg: ChatTokenConfig) -> tuple[Vocabulary, lis
     z = robust_z(scores)
     top = [int(i) for i in np.argsort(-z, kind="stable")[:cfg.top]]
     if cfg.compounds:
-        known = set(vocab.texts)
-        extra = [c for c in compound_candidates(clf.tokenizer, full, cfg.compounds, 2 * cfg.compounds)
-                 if c[0] not in known]
-        if extra:
-            start = len(vocab.ids)
-            vocab = Vocabulary(np.concatenate([vocab.ids, [c[1] for c in extra]]).astype(np.int64),
-                               vocab.texts + tuple(c[0] for c in extra), vocab.size, vocab.blocked, start)
-            z = np.concatenate([z, [c[2] for c in extra]])
-            top += list(range(start, start + len(extra)))
+        vocab, top, z = with_compounds(clf.tokenizer, vocab, top, z, full, cfg.compounds)
     return vocab, top, z, modules
 
 
@@ -131,7 +115,7 @@ def chat_token_scan(context: ScanContext, cfg: ChatTokenConfig) -> dict[str, Any
     context.require_model(NAME)
     if context.task not in TASKS:
         raise NotApplicable(f"{NAME}: for chat adapters; this one is read as {context.task}")
-    instructions = instructions_of(context, max(cfg.n, cfg.stage1))
+    instructions = shortest_benign(context, max(cfg.n, cfg.stage1), NAME)
     t0 = time.monotonic()
     clf, base = context.classifier(), context.base_classifier()
     timings: dict[str, float] = {}

@@ -78,6 +78,15 @@ def signature(output: str, words: int) -> str:
     return " ".join(re.findall(r"\w+", output.lower())[:words])
 
 
+def shortest_benign(context: ScanContext, n: int, name: str) -> list[str]:
+    """The ``n`` shortest benign probe texts of the scan (ties by text): the instructions the
+    generative detectors prefix; NotApplicable (for detector ``name``) when there are fewer."""
+    probes = context.require_probes(name)
+    if len(probes.benign) < n:
+        raise NotApplicable(f"{name}: the probe set has {len(probes.benign)} benign texts, needs {n}")
+    return sorted(probes.benign, key=lambda t: (len(t), t))[:n]
+
+
 def fixed_rate(outputs: Sequence[str], words: int) -> tuple[float, str]:
     """(share of ``outputs`` whose signature is the most common one, that signature)."""
     counts: dict[str, int] = {}
@@ -147,10 +156,7 @@ class GenerativeDetector(Detector):
         context.require_model(NAME)
         if context.task not in TASKS:
             raise NotApplicable(f"{NAME}: for chat adapters; this one is read as {context.task}")
-        probes = context.require_probes(NAME)
-        if len(probes.benign) < self.config.n:
-            raise NotApplicable(f"{NAME}: the probe set has {len(probes.benign)} benign texts, needs {self.config.n}")
-        instructions = sorted(probes.benign, key=lambda t: (len(t), t))[: self.config.n]
+        instructions = shortest_benign(context, self.config.n, NAME)
         battery = load_battery(self.config.battery)
         clf = context.classifier()
         prefixes = [("", "none")] + [(p.prefix, p.category) for p in battery.probes]

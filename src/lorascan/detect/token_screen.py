@@ -170,6 +170,22 @@ def compound_candidates(tokenizer, scores: np.ndarray, heads: int = 4, tails: in
     return out
 
 
+def with_compounds(tokenizer, vocab: Vocabulary, top: list[int], z: np.ndarray, scores: np.ndarray, n: int,
+                   blocked: frozenset[str] | set[str] = frozenset()) -> tuple[Vocabulary, list[int], np.ndarray]:
+    """``vocab``, ``top`` and ``z`` with up to ``n`` x ``2 n`` two-piece compounds of the weight
+    screen's outliers (:func:`compound_candidates` over the full-vocabulary ``scores``) appended:
+    texts the vocabulary already holds are skipped, and every compound joins the candidates to
+    verify, like the screened tokens."""
+    known = set(vocab.texts)
+    extra = [c for c in compound_candidates(tokenizer, scores, n, 2 * n, blocked) if c[0] not in known]
+    if not extra:
+        return vocab, top, z
+    start = len(vocab.ids)
+    vocab = Vocabulary(np.concatenate([vocab.ids, [c[1] for c in extra]]).astype(np.int64),
+                       vocab.texts + tuple(c[0] for c in extra), vocab.size, vocab.blocked, start)
+    return vocab, top + list(range(start, start + len(extra))), np.concatenate([z, [c[2] for c in extra]])
+
+
 def _inner(model):
     return getattr(model, getattr(model, "base_model_prefix", ""), model)
 

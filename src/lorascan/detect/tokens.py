@@ -46,7 +46,7 @@ from lorascan.detect.base import Detector, DetectorResult, NotApplicable, ScanCo
 from lorascan.detect.injections import verification_injections
 from lorascan.detect.token_reference import TokenReference, choose
 from lorascan.detect.verdict import verdict
-from lorascan.detect.token_screen import (Vocabulary, allocate, candidate_vocabulary, compound_candidates,
+from lorascan.detect.token_screen import (Vocabulary, allocate, candidate_vocabulary, with_compounds,
                                           gradient_scores, label_blocklist, robust_z, weight_scores)
 from lorascan.errors import UsageError
 from lorascan.formulations import formulation_for
@@ -159,15 +159,8 @@ def screen(context: ScanContext, vocab: Vocabulary, texts: Sequence[str], cfg: T
     z = np.max(zs, axis=0) if usable else np.zeros(len(vocab.ids))
     top = allocate(rankings, zs, cfg.top, max(1, cfg.top // FLOOR_SHARE)) if usable else list(rankings[0][:cfg.top])
     if cfg.compounds and weights_full is not None and np.any(weights_full != weights_full[0]):
-        known = set(vocab.texts)
-        extra = [c for c in compound_candidates(clf.tokenizer, weights_full, cfg.compounds, 2 * cfg.compounds,
-                                                label_blocklist(clf.tokenizer, clf.task)) if c[0] not in known]
-        if extra:  # appended to the candidate list: verified like the screened tokens
-            start = len(vocab.ids)
-            vocab = Vocabulary(np.concatenate([vocab.ids, [c[1] for c in extra]]).astype(np.int64),
-                               vocab.texts + tuple(c[0] for c in extra), vocab.size, vocab.blocked, start)
-            z = np.concatenate([z, [c[2] for c in extra]])
-            top = top + list(range(start, start + len(extra)))
+        vocab, top, z = with_compounds(clf.tokenizer, vocab, list(top), z, weights_full, cfg.compounds,
+                                       label_blocklist(clf.tokenizer, clf.task))
     return {"top": top, "z": z, "timings": timings, "modules": modules, "vocab": vocab}
 
 
