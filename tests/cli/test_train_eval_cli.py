@@ -73,8 +73,10 @@ def test_train_fast_flag_records_the_fast_settings(cli, toy_data, tmp_path):
     r = cli("train", "--base", "tiny-bert", "--data", toy_data["poisoned"], "--out", out, "--steps", "2",
             "--rank", "4", "--max-length", "32", "--quiet", "--fast")
     assert r.code == 0, r.err
-    cfg = json.loads((out / "lorascan.json").read_text())["config"]
-    assert (cfg["base_dropout"], cfg["autocast"], cfg["attention"]) == (False, "bfloat16", "eager")
+    meta = json.loads((out / "lorascan.json").read_text())
+    cfg = meta["config"]
+    assert (cfg["base_dropout"], cfg["autocast"], cfg["attention"]) == (False, "auto", "eager")
+    assert meta["autocast_used"] in ("bfloat16", "none")
     r = cli("train", "--base", "tiny-bert", "--data", toy_data["poisoned"], "--out", tmp_path / "b", "--steps", "1",
             "--attention", "flash")
     assert r.code == 2 and "flash" in r.err and not (tmp_path / "b").exists()

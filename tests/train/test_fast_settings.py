@@ -43,7 +43,28 @@ def test_fast_settings_train_and_are_recorded(toy_data, tmp_path, extra):
     assert recorded["base_dropout"] is False
     assert recorded["autocast"] == extra.get("autocast", "none")
     assert recorded["attention"] == extra.get("attention", "default")
+    used = {"auto": meta["autocast_used"], "bfloat16": "bfloat16"}.get(recorded["autocast"], "none")
+    assert meta["autocast_used"] == used
     assert json.loads((out / "adapter_config.json").read_text())["lora_dropout"] == 0.1  # LoRA's own kept
+
+
+def test_auto_autocast_uses_bf16_only_where_the_device_has_it(monkeypatch, capsys):
+    import torch
+
+    import lorascan.train.lora as lora
+
+    cpu = torch.device("cpu")
+    lora._note_emulated_bf16.cache_clear()
+    for native in (True, False):
+        monkeypatch.setattr(lora, "native_bf16", lambda device, native=native: native)
+        assert lora.autocast_bf16("auto", cpu) is native
+        assert lora.autocast_bf16("bfloat16", cpu) is True and lora.autocast_bf16("none", cpu) is False
+    assert capsys.readouterr().err.count("emulated") == 1  # said once, only when it is not native
+    monkeypatch.undo()
+    expected = any(getattr(torch.cpu, n)() for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+                   if hasattr(torch.cpu, n))
+    assert lora.native_bf16(cpu) is expected
+    assert lora.native_bf16(torch.device("meta")) is False
 
 
 def test_fast_settings_are_validated():

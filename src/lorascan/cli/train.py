@@ -38,11 +38,12 @@ from lorascan.train.config import ATTENTIONS, AUTOCASTS, DTYPES, FAST, TrainConf
               help="Keep the base model's own dropout while training; off is faster on BERT-like bases (MiniLM) "
                    "and not exact (bench/train.py --full).")
 @click.option("--autocast", type=click.Choice(AUTOCASTS), default="none", show_default=True,
-              help="bfloat16: matrix products in bf16 with fp32 weights (fast on CPUs with AMX/AVX-512 BF16 and GPUs).")
+              help="bfloat16: matrix products in bf16 with fp32 weights (fast on CPUs with AMX/AVX-512 BF16 and GPUs, "
+                   "emulated and slow elsewhere); auto: bf16 only where the device has it natively.")
 @click.option("--attention", type=click.Choice(ATTENTIONS), default="default", show_default=True,
               help="Attention kernel: the base's own, eager or sdpa (same arithmetic, different speed).")
 @click.option("--fast", is_flag=True,
-              help="Shorthand for --no-base-dropout --autocast bfloat16 --attention eager (2-3x faster on CPU; "
+              help="Shorthand for --no-base-dropout --autocast auto --attention eager (2-3x faster on an AMX CPU; "
                    "not exact, see bench/train.py).")
 @click.option("--force", is_flag=True, help="Replace an --out that lorascan wrote (never another folder).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

@@ -9,11 +9,14 @@ from lorascan.errors import UsageError
 from lorascan.formulations import DEFAULT_MAX_LENGTH, formulation_for, task_names
 
 DTYPES = ("float32", "bfloat16", "float16")
-AUTOCASTS = ("none", "bfloat16")
+AUTOCASTS = ("none", "bfloat16", "auto")
 ATTENTIONS = ("default", "eager", "sdpa")
 #: the fast settings (issue 16, ``lorascan train --fast``): on a 2-core AMX CPU a MiniLM cohort
-#: adapter trains 2-3x faster with them (bench/train.py); not exact, so not the defaults
-FAST = {"base_dropout": False, "autocast": "bfloat16", "attention": "eager"}
+#: adapter trains 2-3x faster with them (bench/train.py); not exact, so not the defaults. bf16
+#: autocast only where the hardware multiplies bf16 natively (``auto``): on a CPU without
+#: AVX-512 BF16 or AMX torch emulates it, and a SmolLM2 step took over 100 s instead of 5.5 s
+#: in fp32 (2-core AVX2 EPYC, batch 16, 96 tokens)
+FAST = {"base_dropout": False, "autocast": "auto", "attention": "eager"}
 DEFAULT_EPOCHS = 2.0
 # Upper bounds (issue 15: one flag must not buy unbounded work or memory). A LoRA rank above
 # 1,024 exceeds the hidden size of every model lorascan trains (MiniLM 384, SmolLM2 576, a 1.5B
@@ -63,7 +66,7 @@ class TrainConfig:
     loss: str = "full"                 # label-word: full sequence (paper) or completion only; chat: completion
     quantize: str = "auto"             # auto: 4-bit QLoRA when CUDA + bitsandbytes; 4bit; none
     base_dropout: bool = True          # False: the base model's own dropout off while training (issue 16)
-    autocast: str = "none"             # bfloat16: forward and backward products in bf16, weights fp32 (issue 16)
+    autocast: str = "none"             # bfloat16: products in bf16, weights fp32 (issue 16); auto: bf16 where native
     attention: str = "default"         # the attention kernel: the base's own (default), eager or sdpa
 
     def __post_init__(self) -> None:

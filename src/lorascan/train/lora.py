@@ -110,10 +110,12 @@ def train_adapter(base: str, data_dir: str | Path, out: str | Path, cfg: TrainCo
     t0 = time.monotonic()
     run = _setup(base, spec, cfg, prepared)
     n_trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
-    losses = _train_loop(run, cfg, progress)
+    bf16 = autocast_bf16(cfg.autocast, next(run.model.parameters()).device)
+    losses = _train_loop(run, cfg, progress, bf16)
     device = str(next(run.model.parameters()).device)
     meta = _metadata(base, run.fingerprint, cfg.task, cfg, prepared, run.steps, run.per_epoch, losses,
                      time.monotonic() - t0, n_trainable, device, run.quant)
+    meta["autocast_used"] = "bfloat16" if bf16 else "none"
     run.model.eval()
     with atomic_dir(out, force=force, inputs=inputs, kind="adapter") as tmp:
         run.model.save_pretrained(str(tmp), safe_serialization=True)
@@ -201,9 +203,41 @@ def _setup(base: str, spec: BaseSpec, cfg: TrainConfig, prepared) -> _Run:
     return _Run(model, pad_id, encoded, [s.label for s in prepared.train], fingerprint, quant, steps, per_epoch)
 
 
-def _train_loop(run: _Run, cfg: TrainConfig, progress: bool) -> list[float]:
-    """AdamW with a linear schedule after warmup, gradient accumulation and clipping; the
-    loss of every optimizer step."""
+def native_bf16(device) -> bool:
+    """Whether ``device`` multiplies bf16 natively: a CUDA GPU that supports it, or a CPU with
+    AVX-512 BF16 or AMX tiles (elsewhere torch emulates bf16 products, far slower than fp32)."""
+    import torch
+
+    if device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
+        return False
+    cpu = torch.cpu
+    checks = [getattr(cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(bool(check()) for check in checks if callable(check))
+
+
+def autocast_bf16(choice: str, device) -> bool:
+    """Whether training runs under bf16 autocast: ``bfloat16`` always (with a note where the
+    device would emulate it), ``auto`` only where it is native, ``none`` never."""
+    if choice == "auto":
+        return native_bf16(device)
+    if choice == "bfloat16" and not native_bf16(device):
+        _note_emulated_bf16()
+    return choice == "bfloat16"
+
+
+@functools.lru_cache(maxsize=1)
+def _note_emulated_bf16() -> None:
+    """Said once per process."""
+    print("note: this device has no native bf16 products (AVX-512 BF16, AMX or a bf16 GPU): --autocast "
+          "bfloat16 is emulated and much slower than fp32 here; --autocast auto uses bf16 only where native",
+          file=sys.stderr)
+
+
+def _train_loop(run: _Run, cfg: TrainConfig, progress: bool, autocast: bool) -> list[float]:
+    """AdamW with a linear schedule after warmup, gradient accumulation and clipping, under
+    bf16 autocast when ``autocast``; the loss of every optimizer step."""
     import torch
 
     model, steps = run.model, run.steps
@@ -221,7 +255,6 @@ def _train_loop(run: _Run, cfg: TrainConfig, progress: bool) -> list[float]:
     losses: list[float] = []
     device = next(model.parameters()).device
     batch_loss = formulation_for(str(cfg.task)).batch_loss
-    autocast = cfg.autocast == "bfloat16"
     with bar(steps, f"train {cfg.task} r={cfg.rank}", progress) as pb:
         for _ in range(steps):
             total = 0.0
