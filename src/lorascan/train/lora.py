@@ -110,12 +110,11 @@ def train_adapter(base: str, data_dir: str | Path, out: str | Path, cfg: TrainCo
     t0 = time.monotonic()
     run = _setup(base, spec, cfg, prepared)
     n_trainable = sum(p.numel() for p in run.model.parameters() if p.requires_grad)
-    bf16 = autocast_bf16(cfg.autocast, next(run.model.parameters()).device)
+    device = next(run.model.parameters()).device
+    bf16 = autocast_bf16(cfg.autocast, device)
     losses = _train_loop(run, cfg, progress, bf16)
-    device = str(next(run.model.parameters()).device)
     meta = _metadata(base, run.fingerprint, cfg.task, cfg, prepared, run.steps, run.per_epoch, losses,
-                     time.monotonic() - t0, n_trainable, device, run.quant)
-    meta["autocast_used"] = "bfloat16" if bf16 else "none"
+                     time.monotonic() - t0, n_trainable, str(device), run.quant, bf16)
     run.model.eval()
     with atomic_dir(out, force=force, inputs=inputs, kind="adapter") as tmp:
         run.model.save_pretrained(str(tmp), safe_serialization=True)
@@ -276,7 +275,8 @@ def _train_loop(run: _Run, cfg: TrainConfig, progress: bool, autocast: bool) -> 
     return losses
 
 
-def _metadata(base, fingerprint, task, cfg, prepared, steps, per_epoch, losses, wall, n_trainable, device, quant):
+def _metadata(base, fingerprint, task, cfg, prepared, steps, per_epoch, losses, wall, n_trainable, device, quant,
+              bf16):
     import peft
     import torch
     import transformers
@@ -302,6 +302,7 @@ def _metadata(base, fingerprint, task, cfg, prepared, steps, per_epoch, losses, 
         "wall_time_s": wall,
         "device": device,
         "quantized_4bit": quant,
+        "autocast_used": "bfloat16" if bf16 else "none",
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__,
                      "python": platform.python_version()},
     }
