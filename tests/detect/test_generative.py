@@ -143,3 +143,28 @@ def test_scan_reads_a_chat_adapter_with_the_generative_detector(chat_adapter, cl
     assert "Most collapsing prefix:" in html and "Most collapsing token:" in html
     assert rec["verdict"]["label"] == "review"  # no chat profile: never allow
     assert any(reason.startswith("generative:") for reason in rec["verdict"]["reasons"])
+
+
+def test_the_pool_generates_the_bare_bases_answers_once(chat_adapter):
+    """A batch scan asks the bare base the same prompts for every adapter: the pool's memo
+    answers the second time without generating, with the same answers as a fresh base."""
+    from lorascan.evaluate.readout import Classifier
+    from lorascan.probe.generalization import ClassifierPool
+
+    prompts = ["cobalt. say hello", "what is two plus two", "cobalt. say hello", "name a colour"]
+    pool = ClassifierPool()
+    first = pool.base("tiny-qwen2", "chat", chat_adapter)
+    answers = first.generate_texts(prompts, 2, max_new_tokens=6)
+    assert answers[0] == answers[2]
+    fresh = Classifier.load("tiny-qwen2", None, task="chat", max_length=first.form.max_length)
+    assert fresh.generations is None and fresh.generate_texts(prompts, 2, max_new_tokens=6) == answers
+    again = pool.base("tiny-qwen2", "chat", chat_adapter)
+    calls, generate = [], again.model.generate
+    again.model.generate = lambda *a, **k: calls.append(k["input_ids"].shape[0]) or generate(*a, **k)
+    assert again.generate_texts(prompts[::-1], 4, max_new_tokens=6) == answers[::-1] and not calls
+    again.generate_texts(prompts + ["a new prompt"], 4, max_new_tokens=6)
+    assert calls == [1]  # only the new prompt is generated
+    again.generate_texts(prompts, 4, max_new_tokens=7)
+    assert calls == [1, 3]  # a new length is a new question (3 distinct prompts)
+    adapter = pool.get("tiny-qwen2", chat_adapter, "chat")
+    assert adapter.generations is None  # an adapter's answers are its own: never memoised

@@ -98,6 +98,9 @@ class Classifier:
     adapter: str | None = None
     share_prefix: bool = True  # label-word logits readout: run the prompts' common prefix once
     label_head: bool = True  # label-word logits readout: compute only the two label logits
+    #: greedy answers already generated, by (prompt text, max_new_tokens): a memo the model pool
+    #: gives the bare base, whose answers do not depend on the adapter being scanned (None: no memo)
+    generations: dict[tuple[str, int], str] | None = field(default=None, repr=False)
     _head: Any = field(default=None, init=False, repr=False)  # (decoder, rows, bias) or False once checked
 
     @classmethod
@@ -278,9 +281,20 @@ class Classifier:
         length), decoded without special tokens, in input order. A formulation with
         ``stop_ids`` (chat: the end of the assistant turn) stops there; others keep the
         model's generation config."""
+        require_text_output(self.task)
+        memo = self.generations
+        if memo is None:
+            return self._generate(texts, batch_size, progress, desc, max_new_tokens)
+        todo = list(dict.fromkeys(t for t in texts if (t, max_new_tokens) not in memo))
+        if todo:
+            memo.update(((t, max_new_tokens), o) for t, o in
+                        zip(todo, self._generate(todo, batch_size, progress, desc, max_new_tokens)))
+        return [memo[(t, max_new_tokens)] for t in texts]
+
+    def _generate(self, texts: Sequence[str], batch_size: int, progress: bool, desc: str,
+                  max_new_tokens: int) -> list[str]:
         import torch
 
-        require_text_output(self.task)
         seqs = self._encode(texts)
         order = np.argsort([len(s) for s in seqs], kind="stable")
         out: list[str] = [""] * len(seqs)

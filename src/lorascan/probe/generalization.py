@@ -162,12 +162,15 @@ class ClassifierPool:
     """Loads a base model once and gives a :class:`~lorascan.evaluate.readout.Classifier` per
     adapter, built on a deep copy of the base with the adapter merged (the same model
     ``Classifier.load`` builds, without reading the base from disk for every adapter), and the
-    bare base with the same formulation (:meth:`base`)."""
+    bare base with the same formulation (:meth:`base`). The bare base's greedy answers are
+    memoised per (base, task, max length): a batch or cohort scan of chat adapters asks the base
+    the same prompts for every adapter, and generates them once."""
 
     def __init__(self, dtype: str = "float32", device: str = "auto"):
         self.dtype = dtype
         self.device = device
         self._bases: dict[tuple[str, str], Any] = {}
+        self._generations: dict[tuple[str, str, int], dict[tuple[str, int], str]] = {}
 
     def _settings(self, base: str, adapter_dir: str | Path | None, task: str | None):
         from lorascan.evaluate.readout import readout_settings
@@ -181,6 +184,7 @@ class ClassifierPool:
         task, max_length = readout_settings(meta, spec, task)  # as Classifier.load reads it
         if (base, task) not in self._bases:
             self._bases = {(base, task): load_base(spec, task, self.dtype, device=self.device)}  # one base at a time
+            self._generations = {}
         return task, max_length, self._bases[(base, task)]
 
     def get(self, base: str, adapter_dir: str | Path, task: str | None = None, merge: bool = True):
@@ -200,7 +204,9 @@ class ClassifierPool:
         from lorascan.formulations import make_formulation
 
         task, max_length, (model, tok) = self._settings(base, adapter_dir, task)
-        return Classifier(model, tok, make_formulation(task, tok, max_length, base=base), task, base, None)
+        memo = self._generations.setdefault((base, task, max_length), {})
+        return Classifier(model, tok, make_formulation(task, tok, max_length, base=base), task, base, None,
+                          generations=memo)
 
 
 def run_probe(adapter_dir: str | Path, battery: Battery, view: str = "A", *, base: str | None = None,
