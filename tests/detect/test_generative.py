@@ -168,3 +168,7 @@ def test_the_pool_generates_the_bare_bases_answers_once(chat_adapter):
     assert calls == [1, 3]  # a new length is a new question (3 distinct prompts)
     adapter = pool.get("tiny-qwen2", chat_adapter, "chat")
     assert adapter.generations is None  # an adapter's answers are its own: never memoised
+    pool.base("tiny-qwen2", "label-word", chat_adapter)  # the scan's task check swaps the base out
+    back = pool.base("tiny-qwen2", "chat", chat_adapter)
+    back.model.generate = lambda *a, **k: calls.append("again") or generate(*a, **k)
+    assert back.generate_texts(prompts, 4, max_new_tokens=6) == answers and calls == [1, 3]  # still memoised

@@ -163,8 +163,10 @@ class ClassifierPool:
     adapter, built on a deep copy of the base with the adapter merged (the same model
     ``Classifier.load`` builds, without reading the base from disk for every adapter), and the
     bare base with the same formulation (:meth:`base`). The bare base's greedy answers are
-    memoised per (base, task, max length): a batch or cohort scan of chat adapters asks the base
-    the same prompts for every adapter, and generates them once."""
+    memoised per (base, task, max length), and kept when the base is swapped for another
+    formulation's (the scan's task check loads the label-word base before the chat one, for
+    every adapter): a batch or cohort scan of chat adapters asks the base the same prompts for
+    every adapter, and generates them once."""
 
     def __init__(self, dtype: str = "float32", device: str = "auto"):
         self.dtype = dtype
@@ -184,7 +186,6 @@ class ClassifierPool:
         task, max_length = readout_settings(meta, spec, task)  # as Classifier.load reads it
         if (base, task) not in self._bases:
             self._bases = {(base, task): load_base(spec, task, self.dtype, device=self.device)}  # one base at a time
-            self._generations = {}
         return task, max_length, self._bases[(base, task)]
 
     def get(self, base: str, adapter_dir: str | Path, task: str | None = None, merge: bool = True):
