@@ -280,7 +280,8 @@ class Classifier:
         """Greedy continuations of the formulation's prompts (left-padded batches, sorted by
         length), decoded without special tokens, in input order. A formulation with
         ``stop_ids`` (chat: the end of the assistant turn) stops there; others keep the
-        model's generation config."""
+        model's generation config. With a :attr:`generations` memo, a prompt answered before at
+        the same ``max_new_tokens`` is not generated again."""
         require_text_output(self.task)
         memo = self.generations
         if memo is None:
