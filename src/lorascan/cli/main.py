@@ -35,6 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("lorascan.cli.demo", "Run the end-to-end demo on the embedded default data."),
     "weights": ("lorascan.cli.weights", "Scan an adapter's safetensors (no model run): weight features and a verdict."),
     "tokens": ("lorascan.cli.tokens", "Trigger-blind token scan: the vocabulary's tokens that flip injections, a trigger phrase."),
+    "trigger-spans": ("lorascan.cli.trigger_spans", "How many of a known trigger's pieces in a row an adapter needs (research)."),
     "token-reference": ("lorascan.cli.token_reference", "Build the token scan's clean reference for a base from clean adapters."),
     "weights-calibrate": ("lorascan.cli.weights_calibrate", "Calibrate the weight detector on a labelled cohort of adapters."),
     "patch": ("lorascan.cli.patch", "Causal patching: the poisoned adapter's ASR with windows of layers patched from a reference."),
