@@ -129,6 +129,21 @@ class Verifier:
         return (margins <= 0).mean(axis=1), margins.mean(axis=1)
 
 
+def screen_scores(context: ScanContext, name: str, texts: Sequence[str],
+                  reference: TokenReference | None = None) -> tuple[np.ndarray, list[str]]:
+    """One screen's score for every vocabulary id (higher: more suspicious) and, for the weight
+    screen, the layer-0 modules it read; the weight screen taken against ``reference`` when one
+    is given, the gradient screen against the bare base where the formulation's base reads out."""
+    clf = context.classifier()
+    if name == "weights":
+        full, modules = weight_scores(clf.model, context.base_classifier().model)
+        if reference is not None and modules:
+            full = reference.differential(full)
+        return full, modules
+    ref = context.base_classifier() if formulation_for(clf.task).base_reads_out else None
+    return gradient_scores(clf, texts[:GRADIENT_TEXTS], reference=ref), []
+
+
 def screen(context: ScanContext, vocab: Vocabulary, texts: Sequence[str], cfg: TokenScanConfig,
            reference: TokenReference | None = None) -> dict[str, Any]:
     """Per-screen scores over the candidate vocabulary and the merged top ``cfg.top``; the
@@ -140,13 +155,9 @@ def screen(context: ScanContext, vocab: Vocabulary, texts: Sequence[str], cfg: T
     weights_full = None
     for name in cfg.screens:
         t0 = time.monotonic()
+        full, used = screen_scores(context, name, texts, reference)
         if name == "weights":
-            full, modules = weight_scores(clf.model, context.base_classifier().model)
-            if reference is not None and modules:
-                full = reference.differential(full)
-        else:
-            ref = context.base_classifier() if formulation_for(clf.task).base_reads_out else None
-            full = gradient_scores(clf, texts[:GRADIENT_TEXTS], reference=ref)
+            modules = used
         if len(full) < vocab.size:
             raise UsageError(f"the {name} screen scored {len(full)} tokens, the vocabulary has {vocab.size}")
         scores[name] = full[vocab.ids]

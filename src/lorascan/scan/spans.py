@@ -27,10 +27,8 @@ import numpy as np
 from lorascan.detect.base import NotApplicable, ScanContext
 from lorascan.detect.injections import verification_injections
 from lorascan.detect.token_reference import choose
-from lorascan.detect.token_screen import gradient_scores, weight_scores
-from lorascan.detect.tokens import GRADIENT_TEXTS, MIN_N, TokenScanConfig, Verifier
+from lorascan.detect.tokens import MIN_N, TokenScanConfig, Verifier, screen_scores
 from lorascan.errors import UsageError
-from lorascan.formulations import formulation_for
 from lorascan.records import record_header
 
 MAX_PIECES = 32  # 528 spans: a few thousand short forward passes
@@ -100,24 +98,18 @@ def trigger_spans(context: ScanContext, trigger: str, cfg: TokenScanConfig = Tok
 
 def _screen_ranks(context: ScanContext, cfg: TokenScanConfig, texts: Sequence[str],
                   ids: Sequence[int]) -> dict[str, list[int | None]]:
-    """Each screen's rank of each piece among the tokenizer's non-special tokens."""
+    """Each screen's rank of each piece among the tokenizer's non-special tokens (a weight
+    screen that read no layer-0 module is left out)."""
     clf = context.classifier()
     n = len(clf.tokenizer)
     keep = np.ones(n, dtype=bool)
     keep[[i for i in (clf.tokenizer.all_special_ids or ()) if i < n]] = False
+    reference, _ = choose(cfg.reference, context.base, clf.task, int(clf.model.get_input_embeddings().weight.shape[0]))
     out: dict[str, list[int | None]] = {}
     for name in cfg.screens:
-        if name == "weights":
-            full, modules = weight_scores(clf.model, context.base_classifier().model)
-            if not modules:
-                continue
-            vocab = int(clf.model.get_input_embeddings().weight.shape[0])
-            reference, _ = choose(cfg.reference, context.base, clf.task, vocab)
-            if reference is not None:
-                full = reference.differential(full)
-        else:
-            ref = context.base_classifier() if formulation_for(clf.task).base_reads_out else None
-            full = gradient_scores(clf, texts[:GRADIENT_TEXTS], reference=ref)
+        full, modules = screen_scores(context, name, texts, reference)
+        if name == "weights" and not modules:
+            continue
         out[name] = ranks(np.asarray(full[:n], dtype=np.float64), ids, keep)
     return out
 
