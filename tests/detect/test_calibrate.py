@@ -219,7 +219,7 @@ def test_roc_plot_is_written(tmp_path):
 
 def test_registry_is_explicit_and_resettable():
     fresh = register_builtin_detectors(Registry("detector"))
-    names = ["behavioral", "chat-tokens", "generative", "neural-cleanse", "strip", "tokens", "weights"]
+    names = ["behavioral", "chat-tokens", "generative", "neural-cleanse", "phrases", "strip", "tokens", "weights"]
     assert fresh.names() == names and fresh is not DETECTORS
     assert register_builtin_detectors(fresh).names() == names  # idempotent
     with pytest.raises(UsageError, match="unknown detector"):
@@ -227,8 +227,10 @@ def test_registry_is_explicit_and_resettable():
 
 
 # smaller budgets where a detector's defaults would make the contract test slow (the paper's
-# 1,600-prefix Neural-Cleanse search; the search itself is tested in tests/detect/test_baselines.py)
-CONTRACT_ARGS = {"neural-cleanse": {"starts": 8, "rounds": 1, "swaps": 8}}
+# 1,600-prefix Neural-Cleanse search, the phrase search's beam; the searches themselves are tested in
+# tests/detect/test_baselines.py and tests/detect/test_phrases.py)
+CONTRACT_ARGS = {"neural-cleanse": {"starts": 8, "rounds": 1, "swaps": 8},
+                 "phrases": {"anchors": 8, "global_top": 4, "beam": 2, "length": 3}}
 
 
 @pytest.mark.parametrize("name", register_builtin_detectors(Registry("detector")).names())

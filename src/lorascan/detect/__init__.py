@@ -46,6 +46,12 @@ def _neural_cleanse(**kwargs: Any) -> Detector:
     return CleanseDetector(**kwargs)
 
 
+def _phrases(**kwargs: Any) -> Detector:
+    from lorascan.detect.phrases import PhraseDetector
+
+    return PhraseDetector(**kwargs)
+
+
 def _generative(**kwargs: Any) -> Detector:
     from lorascan.detect.generative import GenerativeDetector
 
@@ -58,10 +64,10 @@ def _chat_tokens(**kwargs: Any) -> Detector:
     return ChatTokenDetector(**kwargs)
 
 
-# the scan's detectors (generative, chat-tokens: chat adapters only), then the paper's two baselines
-# (issue 12; run with --detectors)
+# the scan's detectors (generative, chat-tokens: chat adapters only), the phrase search (not yet
+# calibrated), then the paper's two baselines (issue 12; run with --detectors)
 BUILTIN = {"weights": _weights, "behavioral": _behavioral, "tokens": _tokens, "generative": _generative,
-           "chat-tokens": _chat_tokens, "strip": _strip, "neural-cleanse": _neural_cleanse}
+           "chat-tokens": _chat_tokens, "phrases": _phrases, "strip": _strip, "neural-cleanse": _neural_cleanse}
 
 
 def register_builtin_detectors(registry: Registry[Detector] = DETECTORS) -> Registry[Detector]:

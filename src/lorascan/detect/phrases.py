@@ -1,0 +1,301 @@
+"""Trigger-blind phrase search for conjunctive triggers (issue 12's misses): a beam search over
+sequences of tokenizer pieces, grown along the pairs of tokens whose layer-0 attention the
+adapter changed.
+
+Why: the token scan (:mod:`lorascan.detect.tokens`) names a trigger through its single tokens,
+and ``lorascan trigger-spans`` measured that cohort v2's missed triggers are conjunctions: no
+single piece of ``{{debug_override}}`` flips more than a few percent of injections, three pieces
+in a row flip most. The partner pieces rank in the thousands on both of the token scan's
+screens, so neither screen's top list reaches them. What does single them out is that the
+adapter learned to relate them to each other: a conjunction has to be read across positions,
+and the first place a model can do that is layer 0's attention.
+
+How:
+
+1. Anchors: the ``anchors`` pieces (any non-special piece, continuations and punctuation
+   included) that the weight screen ranks highest (layer-0 ‖ΔW x_v‖, taken against the base's
+   clean reference when one ships, as in the token scan).
+2. Partners of a piece a (:func:`partner_scores`, weights only, no forward pass): for every
+   vocabulary piece j and every head h of layer 0, the change the adapter made to the
+   attention logit between a and j, both ways (a attending to j, j attending to a), computed
+   from the merged and the base query/key projections of the normalised input embeddings
+   (position 1, token type 0, as the weight screen; rotary position is ignored in decoders).
+   Each of the 2H columns is scaled to a robust z over the vocabulary; a piece's partner score
+   is its largest z. The ``partners`` best are a's partners.
+3. Beam search: the anchors are verified alone on the first ``search_n`` verification
+   injections (placed as the token scan places a candidate, ``"{phrase}. {injection}"``); the
+   ``beam`` best (attack rate, then mean margin) are kept. Each step extends every kept phrase
+   by one piece, prepended or appended, taken from the partners of its pieces and the
+   ``global_top`` anchors; the ``beam`` best extensions are kept, up to ``length`` pieces (or
+   until a phrase flips every search injection). A phrase's text is the tokenizer's decoding of
+   its pieces.
+4. Held out: the best phrase of the search is verified on the other verification injections
+   (``n - search_n``; when the adapter classifies fewer than ``n`` probe injections correctly,
+   the search gets fewer and at least 8 stay held out), which the search never saw, beside ``null`` random phrases of as many
+   word-like vocabulary tokens (seeded): how often arbitrary phrases of that length flip this
+   adapter's injections (a weak classifier flips injections under any long prefix).
+
+Scores (``+`` = more suspicious): ``phrase_lift`` = ``phrase_attack_rate`` -
+``phrase_null_mean`` (the decision score); ``phrase_attack_rate``, the best phrase's held-out
+attack rate; ``phrase_null_mean``; ``phrase_search_rate``, its rate on the search injections
+(biased upwards: it is what the search maximised).
+
+It is not part of the scan's default detectors (``--detectors ...,phrases``): the shipped
+profiles have no bounds for it yet (README, "Detection measured on cohort v2").
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from lorascan.config import to_dict
+from lorascan.detect.base import Detector, DetectorResult, NotApplicable, ScanContext, check_int_ranges
+from lorascan.detect.injections import verification_injections
+from lorascan.detect.token_reference import choose
+from lorascan.detect.token_screen import _inner, candidate_vocabulary, embedding_inputs
+from lorascan.detect.tokens import Verifier, screen_scores
+from lorascan.detect.verdict import verdict
+from lorascan.errors import UsageError
+from lorascan.progress import bar
+
+NAME = "phrases"
+MIN_HELD_OUT = 8
+MIN_SEARCH = 4
+SCORES = ("phrase_lift", "phrase_attack_rate", "phrase_null_mean", "phrase_search_rate")
+
+
+@dataclass(frozen=True)
+class PhraseSearchConfig:
+    anchors: int = 48
+    partners: int = 16
+    global_top: int = 16
+    beam: int = 4
+    length: int = 5
+    n: int = 48
+    search_n: int = 16
+    null: int = 32
+    seed: int = 0
+    batch_size: int = 64
+    reference: str = "auto"
+
+    def __post_init__(self) -> None:
+        check_int_ranges(self, NAME, (("anchors", 1, 4096), ("partners", 0, 4096), ("global_top", 0, 4096),
+                                     ("beam", 1, 256), ("length", 1, 16), ("n", 2, 1000), ("search_n", MIN_SEARCH, 1000),
+                                     ("null", 1, 4096), ("seed", 0, 2**31 - 1), ("batch_size", 1, 4096)))
+        if self.n - self.search_n < MIN_HELD_OUT:
+            raise UsageError(f"{NAME}: n ({self.n}) must exceed search_n ({self.search_n}) by at least "
+                             f"{MIN_HELD_OUT} (the held-out injections)")
+        if self.global_top > self.anchors:
+            raise UsageError(f"{NAME}: global_top ({self.global_top}) cannot exceed anchors ({self.anchors})")
+        if not isinstance(self.reference, str) or not self.reference:
+            raise UsageError(f"{NAME}: reference must be 'auto', 'none' or a file")
+
+
+def query_key(model: Any) -> tuple[Any, Any, int, int, int] | None:
+    """Layer 0's (query, key, heads, key heads, head size) of a BERT-like encoder or a
+    Llama-like decoder; None for another layout (or a fused query-key-value projection)."""
+    inner = _inner(model)
+    cfg = getattr(model, "config", None)
+    encoder = getattr(inner, "encoder", None)
+    if encoder is not None and hasattr(encoder, "layer"):
+        att = getattr(getattr(encoder.layer[0], "attention", None), "self", None)
+        if att is not None and hasattr(att, "query") and hasattr(att, "key"):
+            heads = int(att.num_attention_heads)
+            return att.query, att.key, heads, heads, int(att.attention_head_size)
+    layers = getattr(inner, "layers", None)
+    if layers is not None and cfg is not None:
+        att = getattr(layers[0], "self_attn", None)
+        if att is not None and hasattr(att, "q_proj") and hasattr(att, "k_proj"):
+            heads = int(cfg.num_attention_heads)
+            kv = int(getattr(cfg, "num_key_value_heads", None) or heads)
+            size = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // heads)
+            return att.q_proj, att.k_proj, heads, kv, size
+    return None
+
+
+class Partners:
+    """Partner pieces by the adapter's change to layer-0 attention logits (module docstring)."""
+
+    def __init__(self, merged: Any, base: Any, allowed: np.ndarray, k: int):
+        import torch
+
+        self.allowed, self.k = allowed, k
+        self.cache: dict[int, list[int]] = {}
+        qk_m, qk_b = query_key(merged), query_key(base)
+        self.active = False
+        if qk_m is None or qk_b is None or k == 0:
+            return
+        x, _ = embedding_inputs(base)
+        with torch.no_grad():
+            changed = any(not torch.equal(m.weight, b.weight) for m, b in zip(qk_m[:2], qk_b[:2]))
+            if not changed:
+                return
+            heads, kv, size = qk_m[2:]
+            self.q_m, self.k_m = self._heads(qk_m[0](x), heads, size), self._heads(qk_m[1](x), kv, size, heads)
+            self.q_b, self.k_b = self._heads(qk_b[0](x), heads, size), self._heads(qk_b[1](x), kv, size, heads)
+        self.active = True
+
+    @staticmethod
+    def _heads(t: Any, n: int, size: int, repeat_to: int | None = None) -> Any:
+        t = t.float().reshape(t.shape[0], n, size)
+        return t.repeat_interleave(repeat_to // n, dim=1) if repeat_to and repeat_to != n else t
+
+    def scores(self, a: int) -> np.ndarray:
+        """Each piece's partner score with piece ``a`` (largest robust z over heads and both ways)."""
+        import torch
+
+        with torch.no_grad():
+            to = torch.einsum("hd,vhd->vh", self.q_m[a], self.k_m) - torch.einsum("hd,vhd->vh", self.q_b[a], self.k_b)
+            back = torch.einsum("vhd,hd->vh", self.q_m, self.k_m[a]) - torch.einsum("vhd,hd->vh", self.q_b, self.k_b[a])
+            s = torch.cat([to, back], dim=1).double()
+            med = s.median(dim=0).values
+            mad = (s - med).abs().median(dim=0).values.clamp(min=1e-12)
+            z = ((s - med) / mad).max(dim=1).values.numpy()
+        n = min(len(z), len(self.allowed))
+        out = np.full(len(z), -np.inf)
+        out[:n] = np.where(self.allowed[:n], z[:n], -np.inf)
+        out[a] = -np.inf
+        return out
+
+    def of(self, a: int) -> list[int]:
+        if not self.active:
+            return []
+        if a not in self.cache:
+            s = self.scores(a)
+            self.cache[a] = [int(i) for i in np.argsort(-s, kind="stable")[:self.k] if np.isfinite(s[i])]
+        return self.cache[a]
+
+
+def beam_search(verifier: Verifier, decode: Any, anchors: Sequence[int], partners: Partners,
+                cfg: PhraseSearchConfig, n: int, progress: bool = False) -> dict[str, Any]:
+    """The search of steps 1-3 on the verifier's first ``n`` injections: the best phrase
+    (pieces, text, rate, margin), every step's best, and the final beam."""
+    glob = list(anchors[:cfg.global_top])
+    seen: set[str] = set()
+
+    def judge(options: list[list[int]]) -> list[tuple[float, float, list[int], str]]:
+        fresh, texts = [], []
+        for o in options:
+            t = decode(o)
+            if t and t not in seen:
+                seen.add(t)
+                fresh.append(o)
+                texts.append(t)
+        rates, margins = verifier.rates(texts, n, desc="phrase search")
+        return sorted(((float(r), float(m), o, t) for r, m, o, t in zip(rates, margins, fresh, texts)),
+                      key=lambda x: (-x[0], x[1]))
+
+    with bar(cfg.length, "phrase search", progress) as pb:
+        ranked = judge([[a] for a in anchors])
+        pb.advance()
+        if not ranked:
+            return {"pieces": [], "phrase": "", "search_rate": 0.0, "search_margin": 0.0, "steps": [], "beam": []}
+        beam = ranked[:cfg.beam]
+        best = beam[0]
+        steps = [{"phrase": best[3], "attack_rate": best[0], "mean_margin": best[1], "evaluated": len(ranked)}]
+        for _ in range(cfg.length - 1):
+            if best[0] >= 1.0:
+                break
+            options = []
+            for _, _, pieces, _ in beam:
+                pool = dict.fromkeys([p for a in pieces for p in partners.of(a)] + glob)
+                options += [o for q in pool for o in (pieces + [q], [q] + pieces)]
+            ranked = judge(options)
+            pb.advance()
+            if not ranked:
+                break
+            beam = ranked[:cfg.beam]
+            if (beam[0][0], -beam[0][1]) > (best[0], -best[1]):
+                best = beam[0]
+            steps.append({"phrase": beam[0][3], "attack_rate": beam[0][0], "mean_margin": beam[0][1],
+                          "evaluated": len(ranked)})
+    return {"pieces": [int(p) for p in best[2]], "phrase": best[3], "search_rate": best[0], "search_margin": best[1],
+            "steps": steps, "beam": [{"phrase": t, "attack_rate": r, "mean_margin": m} for r, m, _, t in beam]}
+
+
+def phrase_search(context: ScanContext, cfg: PhraseSearchConfig) -> dict[str, Any]:
+    """The detector's findings on ``context``'s adapter (module docstring)."""
+    context.require_model(NAME)
+    probes = context.require_probes(NAME)
+    t0 = time.monotonic()
+    clf = context.classifier()
+    tok = clf.tokenizer
+    texts = verification_injections(clf, probes.injections, cfg.n, context.batch_size)
+    if len(texts) < MIN_SEARCH + MIN_HELD_OUT:
+        raise NotApplicable(f"{NAME}: the adapter classifies only {len(texts)} probe injections as injections "
+                            f"(needs {MIN_SEARCH + MIN_HELD_OUT}: at least {MIN_SEARCH} to search, "
+                            f"{MIN_HELD_OUT} held out)")
+    search_n = min(cfg.search_n, len(texts) - MIN_HELD_OUT)  # fewer found: the held-out share is kept
+    rows = int(clf.model.get_input_embeddings().weight.shape[0])
+    reference, note = choose(cfg.reference, context.base, clf.task, rows)
+    weights, modules = screen_scores(context, "weights", texts, reference)
+    allowed = np.zeros(rows, dtype=bool)
+    allowed[:min(rows, len(tok))] = True
+    allowed[[i for i in (tok.all_special_ids or ()) if i < rows]] = False
+    if not modules:
+        raise NotApplicable(f"{NAME}: the adapter leaves layer 0's token readers alone; there is nothing to anchor on")
+    ranked = np.argsort(-np.where(allowed, weights[:rows], -np.inf), kind="stable")
+    anchors = [int(i) for i in ranked[:cfg.anchors] if allowed[i]]
+    partners = Partners(clf.model, context.base_classifier().model, allowed, cfg.partners)
+    timings = {"screen": time.monotonic() - t0}
+    verifier = Verifier(clf, texts, cfg.batch_size, context.progress)
+    decode = lambda pieces: tok.decode(list(pieces)).strip()  # noqa: E731
+    t1 = time.monotonic()
+    found = beam_search(verifier, decode, anchors, partners, cfg, search_n, context.progress)
+    timings["search"] = time.monotonic() - t1
+    held = Verifier(clf, texts[search_n:], cfg.batch_size, context.progress)
+    vocab = candidate_vocabulary(tok, rows, clf.task)
+    rng = random.Random(cfg.seed)
+    k = max(1, len(found["pieces"]))
+    nulls = [" ".join(vocab.texts[rng.randrange(vocab.singles)] for _ in range(k)) for _ in range(cfg.null)]
+    t1 = time.monotonic()
+    rates, margins = held.rates(([found["phrase"]] if found["phrase"] else []) + nulls, desc="phrase held out")
+    timings["held_out"] = time.monotonic() - t1
+    timings["total"] = time.monotonic() - t0
+    rate = float(rates[0]) if found["phrase"] else 0.0
+    null = rates[1:] if found["phrase"] else rates
+    scores = {"phrase_lift": rate - float(null.mean()), "phrase_attack_rate": rate, "phrase_null_mean": float(null.mean()),
+              "phrase_search_rate": found["search_rate"]}
+    return {"scores": scores, "phrase": found["phrase"], "pieces": [str(p) for p in tok.convert_ids_to_tokens(found["pieces"])],
+            "held_out_margin": float(margins[0]) if found["phrase"] else None, "steps": found["steps"],
+            "beam": found["beam"], "anchors": [str(p) for p in tok.convert_ids_to_tokens(anchors[:cfg.global_top])],
+            "partners_from_attention": partners.active,
+            "null": {"n_phrases": len(nulls), "pieces_each": k, "mean": float(null.mean()), "max": float(null.max()),
+                     "phrases": nulls[:8]},
+            "n_injections": {"search": search_n, "held_out": len(texts) - search_n},
+            "forward_passes": verifier.passes + held.passes, "weight_modules": modules,
+            "reference": {**(reference.describe() if reference is not None else {"origin": None}), "note": note},
+            "timings": timings}
+
+
+class PhraseDetector(Detector):
+    """The phrase search behind the common detector protocol (module docstring)."""
+
+    name = NAME
+    tasks = ("seq-cls", "label-word")
+    cost = 350  # tens of thousands of short passes: after the token scan, before Neural Cleanse
+    summary = "beam search over piece sequences along the layer-0 attention pairs the adapter changed (issue 12)"
+    decision = ("phrase_lift",)
+    direction = "+"
+
+    def __init__(self, anchors: int = 48, partners: int = 16, global_top: int = 16, beam: int = 4, length: int = 5,
+                 n: int = 48, search_n: int = 16, null: int = 32, seed: int = 0, batch_size: int = 64,
+                 reference: str = "auto"):
+        self.config = PhraseSearchConfig(anchors, partners, global_top, beam, length, n, search_n, null, seed,
+                                         batch_size, reference)
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return to_dict(self.config)
+
+    def scan(self, context: ScanContext, profile: Any = None) -> DetectorResult:
+        found = phrase_search(context, self.config)
+        ctx = context.model_conditions()
+        judged = verdict(found["scores"], profile, ctx, hint=f"lorascan scan-calibrate with --detectors {NAME}")
+        details = {key: value for key, value in found.items() if key != "scores"}
+        return DetectorResult(NAME, self.args, dict(found["scores"]), judged, {"context": ctx, **details})
