@@ -19,6 +19,11 @@ def test_tables_and_record(cli, tmp_path):
     assert table_row(res.out, "pooled")[1] == "12"
     rec = json.loads(out.read_text())
     assert rec["kind"] == "detection-evaluation" and set(rec["held_out"]) == {"family", "rank"}
+    md = tmp_path / "eval.md"
+    res = cli("scan-evaluate", labels, "--records", scans, "--no-recovery", "--bootstrap", "200", "--hold", "family",
+              "--fused", "weights", "--markdown", md)
+    assert res.code == 0, res.err
+    assert "held out by family (3 clean folds, over weights)" in md.read_text()
 
 
 def test_bad_input(cli, tmp_path):
@@ -27,6 +32,8 @@ def test_bad_input(cli, tmp_path):
     assert_one_line_error(cli("scan-evaluate", labels, "--records", tmp_path / "none", "--json", out), 1,
                           "no scan record")
     assert_one_line_error(cli("scan-evaluate", labels, "--records", scans, "--hold", "colour"), 2, "--hold")
+    assert_one_line_error(cli("scan-evaluate", labels, "--records", scans, "--fused", "tokens,bogus", "--json", out), 2,
+                          "unknown detector 'bogus'")
     assert_one_line_error(cli("scan-evaluate", labels, "--records", scans, "--json", tmp_path / "no" / "e.json"), 2,
                           "does not exist")
     assert_one_line_error(cli("scan-evaluate", tmp_path / "missing.json", "--records", scans), 1, "not found")

@@ -206,3 +206,13 @@ def test_a_detector_that_stood_aside_everywhere_is_not_evaluated_and_has_no_say(
     level, levels = _judge_member(records["a"], {}, ["generative", "tokens"])
     assert levels == {"generative": "allow", "tokens": "review"} and level == "review"
     assert _judge_member(records["a"], {}, ["generative"]) == ("allow", {"generative": "allow"})
+
+
+def test_the_fused_verdict_is_over_the_detectors_named(tmp_path):
+    labels, scans = write_cohort(tmp_path)
+    default = evaluate(labels, scans, n_boot=200, hold=("family",))
+    assert default["fused"][:3] == ["weights", "behavioral", "tokens"]
+    assert default["held_out"]["family"]["detectors"] == ["weights", "tokens"]  # the ones the records hold
+    weights_only = evaluate(labels, scans, n_boot=200, hold=("family",), fused=("weights",))
+    assert weights_only["fused"] == ["weights"] and weights_only["held_out"]["family"]["detectors"] == ["weights"]
+    assert weights_only["held_out"]["family"]["pooled"]["recall_block"] < 1.0  # the token lift had no say

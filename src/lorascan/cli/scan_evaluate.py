@@ -32,11 +32,14 @@ def _auc(a) -> str:
               help="Bootstrap resamples for the CIs.")
 @click.option("--recovery/--no-recovery", default=True, show_default=True,
               help="Also tabulate the token scan's trigger recovery (loads each poisoned adapter once).")
+@click.option("--fused", default=None, metavar="A,B",
+              help="Detectors whose judgements make the evaluated verdict, as a scan's --detectors "
+                   "[default: lorascan scan's defaults].")
 @click.option("--json", "json_out", default=None, metavar="OUT", help="Write the evaluation record here.")
 @click.option("--markdown", "md_out", default=None, metavar="OUT.md", help="Write the tables as Markdown here.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def command(labels: str, records: str, hold: str, folds: int, n_boot: int, recovery: bool, json_out: str | None,
-            md_out: str | None, quiet: bool) -> None:
+def command(labels: str, records: str, hold: str, folds: int, n_boot: int, recovery: bool, fused: str | None,
+            json_out: str | None, md_out: str | None, quiet: bool) -> None:
     """Measure the scan on LABELS (a labels file from 'lorascan sweep report': label, family,
     rank, effective) using the scan records in --records: AUC of every decision score on all
     and on effective backdoors, and held-out recall / false-positive rates of the fused verdict
@@ -46,13 +49,17 @@ def command(labels: str, records: str, hold: str, folds: int, n_boot: int, recov
     from lorascan.errors import UsageError
     from lorascan.records import write_json_atomic
     from lorascan.scan.evaluate import HOLD_KEYS, evaluate
+    from lorascan.scan.pipeline import DEFAULT_DETECTORS, ScanConfig
 
     keys = tuple(k.strip() for k in hold.split(",") if k.strip())
     bad = [k for k in keys if k not in HOLD_KEYS]
     if bad:
         raise UsageError(f"--hold: unknown key {bad[0]!r} (use {', '.join(HOLD_KEYS)})")
     check_output_paths(json_out, md_out)
-    rec = evaluate(labels, records, hold=keys, folds=folds, n_boot=n_boot, recovery=recovery, progress=not quiet)
+    names = DEFAULT_DETECTORS if fused is None else \
+        ScanConfig(detectors=tuple(d.strip() for d in fused.split(",") if d.strip())).detectors  # names checked
+    rec = evaluate(labels, records, hold=keys, folds=folds, n_boot=n_boot, recovery=recovery, progress=not quiet,
+                   fused=names)
     con = console(width=150)
     con.print(f"{rec['n_clean']} clean, {rec['n_poisoned']} poisoned ({rec['n_effective']} effective), "
               f"families: {', '.join(safe(f, 30) for f in rec['families'])}")

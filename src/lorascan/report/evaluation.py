@@ -88,7 +88,8 @@ def markdown(rec: Mapping[str, Any]) -> str:
                  num(g["recall_block"]), num(g["recall_review_effective"]), num(g["recall_block_effective"]),
                  num(g["fpr_review"]), num(g["fpr_block"]), auc(g["auc_levels_effective"]))
                 for g in [*h["groups"], {"group": "pooled", **h["pooled"]}]]
-        out += [f"Fused verdict, held out by {key} ({h['folds']} clean folds):", ""]
+        over = f", over {', '.join(cell(d) for d in h['detectors'])}" if h.get("detectors") else ""
+        out += [f"Fused verdict, held out by {key} ({h['folds']} clean folds{over}):", ""]
         out += _table((key, "poisoned", "effective", "recall >= review", "recall block", "effective >= review",
                        "effective block", "clean FPR review", "clean FPR block", "AUC of levels (effective)"),
                       rows) + [""]

@@ -427,15 +427,18 @@ def _level_metrics(rows: Sequence[Mapping[str, Any]], n_boot: int, seed: int) ->
 
 
 def evaluate(labels: str | Path, records: str | Path, *, hold: Sequence[str] = HOLD_KEYS, folds: int = 3,
-             n_boot: int = 2000, seed: int = 0, recovery: bool = False, progress: bool = False) -> dict[str, Any]:
+             n_boot: int = 2000, seed: int = 0, recovery: bool = False, progress: bool = False,
+             fused: Sequence[str] = DEFAULT_DETECTORS) -> dict[str, Any]:
     """The evaluation record (module docstring) of a labelled cohort's scan records; with
     ``recovery``, the token scan's recovery table too (:mod:`lorascan.scan.recovery`, on the
-    same members and records, each adapter loaded once for its trigger's rate)."""
+    same members and records, each adapter loaded once for its trigger's rate). ``fused``: the
+    detectors whose judgements make the verdict evaluated (a scan's ``--detectors``; by default
+    ``lorascan scan``'s)."""
     members = read_labelled(labels)
     recs = read_records(members, records)
     members, excluded = without_reference_sources(members, recs)
     out: dict[str, Any] = {**record_header("detection-evaluation"), "labels": str(labels), "records": str(records),
-                           "excluded_reference_sources": excluded,
+                           "excluded_reference_sources": excluded, "fused": list(fused),
                            "n_clean": sum(m.label == 0 for m in members),
                            "n_poisoned": sum(m.label == 1 for m in members),
                            "n_effective": sum(bool(m.effective) for m in members),
@@ -448,7 +451,8 @@ def evaluate(labels: str | Path, records: str | Path, *, hold: Sequence[str] = H
         out["weights_v2"] = {"skipped": str(err)}
     for key in hold:
         try:
-            out["held_out"][key] = held_out(members, recs, key, folds=folds, n_boot=min(n_boot, 500), seed=seed)
+            out["held_out"][key] = held_out(members, recs, key, folds=folds, n_boot=min(n_boot, 500), seed=seed,
+                                            fused=fused)
         except DataError as err:
             out["held_out"][key] = {"key": key, "skipped": str(err)}
     if recovery:
