@@ -52,3 +52,11 @@ def test_version(cli):
 ])
 def test_click_usage_errors_exit_2_on_one_line(cli, argv, fragment):
     assert_one_line_error(cli(*argv), 2, fragment)
+
+
+def test_list_names_the_detectors_and_what_ships(cli):
+    res = cli("list")
+    assert res.code == 0, res.err
+    assert "phrases        cost 350" in res.out and "tokens         cost 300" in res.out
+    assert "clean reference adapters (the phrase search): minilm/seq-cls/clean-s41-r16" in res.out
+    assert "minilm         behavioral, tokens, weights" in res.out

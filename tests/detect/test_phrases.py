@@ -11,7 +11,8 @@ import pytest
 
 from lorascan.detect import register_builtin_detectors
 from lorascan.detect.base import NotApplicable, ScanContext
-from lorascan.detect.phrases import NAME, Partners, PhraseDetector, PhraseSearchConfig, query_key
+from lorascan.detect.clean_reference import reference_adapters
+from lorascan.detect.phrases import NAME, Judge, Partners, PhraseDetector, PhraseSearchConfig, query_key
 from lorascan.detect.token_screen import embedding_inputs
 from lorascan.errors import UsageError
 from lorascan.probe.inputs import ProbeInputs
@@ -71,7 +72,7 @@ def pair(tmp_path_factory):
 
 
 def _context(adapter, words=("cobalt", "heron")):
-    ctx = ScanContext.build(adapter, base="tiny-bert", task="seq-cls", probes=PROBES)
+    ctx = ScanContext.build(adapter, base="tiny-bert", task="seq-cls", probes=PROBES)  # no clean reference ships
     ctx._classifier = RiggedPair(ctx.classifier(), words)
     return ctx
 
@@ -133,7 +134,61 @@ def test_too_few_injections_is_not_applicable(pair):
 @pytest.mark.parametrize("kwargs, message", [({"beam": 0}, "beam"), ({"length": 17}, "length"),
                                              ({"n": 20, "search_n": 16}, "held-out"),
                                              ({"anchors": 4, "global_top": 8}, "global_top"),
-                                             ({"reference": ""}, "reference")])
+                                             ({"reference": ""}, "reference"), ({"clean": ""}, "clean"),
+                                             ({"beam": 8, "shortlist": 4}, "shortlist")])
 def test_bad_settings_are_usage_errors(kwargs, message):
     with pytest.raises(UsageError, match=message):
         PhraseSearchConfig(**kwargs)
+
+
+class StubVerifier:
+    """Fixed (rate, margin) per phrase; counts the phrases it was asked about."""
+
+    def __init__(self, table):
+        self.table, self.passes, self.asked = table, 0, []
+
+    def rates(self, prefixes, n=None, desc=""):
+        self.asked += list(prefixes)
+        self.passes += len(prefixes)
+        rows = [self.table.get(p, (0.0, 5.0)) for p in prefixes]
+        return np.array([r for r, _ in rows]), np.array([m for _, m in rows])
+
+
+def test_judge_ranks_by_the_rate_the_clean_references_do_not_explain():
+    adapter = StubVerifier({"natural": (0.9, -2.0), "trigger": (0.8, -1.0), "weak": (0.3, 1.0), "noise": (0.1, 2.0)})
+    reference = StubVerifier({"natural": (0.8, -1.5), "trigger": (0.0, 4.0)})
+    rows = Judge(adapter, [reference], shortlist=3).rank(["noise", "weak", "natural", "trigger"], "test")
+    assert [r["text"] for r in rows] == ["trigger", "weak", "natural"]  # "noise" is past the shortlist
+    assert reference.asked == ["natural", "trigger", "weak"]  # the references see the shortlist only
+    assert rows[0]["lift"] == pytest.approx(0.8) and rows[2]["lift"] == pytest.approx(0.1)
+    alone = Judge(adapter, [], shortlist=1).rank(["noise", "weak", "natural", "trigger"], "test")
+    assert [r["text"] for r in alone] == ["natural", "trigger", "weak", "noise"]  # no references: all, by rate
+
+
+def test_a_phrase_the_clean_reference_obeys_as_well_scores_no_lift(pair, tmp_path):
+    reference = write_pair_adapter(tmp_path / "reference", "delta", "sudo")
+    ctx = _context(pair)
+    ctx.reference_classifier = lambda path: RiggedPair(ScanContext.reference_classifier(ctx, path))
+    result = PhraseDetector(**SMALL, clean=str(reference)).scan(ctx)
+    s, d = result.scores, result.details
+    assert s["phrase_lift"] <= 0.0  # whatever it keeps, the reference explains it
+    assert all(row["attack_rate"] == row["reference_rate"] for row in d["beam"])
+    assert d["clean_reference"]["adapters"] == ["reference"]
+    assert d["clean_reference"]["held_out_rates"] == [s["phrase_reference_rate"]]
+    assert len(d["clean_reference"]["sha256"][0]) == 64
+    ctx.reference_classifier = lambda path: _context(path, ("nonexistentword", "other")).classifier()
+    s = PhraseDetector(**SMALL, clean=str(reference)).scan(ctx).scores
+    assert s["phrase_reference_rate"] == 0.0 and s["phrase_lift"] == 1.0  # a clean reference that does not obey
+
+
+def test_clean_references_are_resolved_as_data(tmp_path):
+    found, note = reference_adapters("auto", "minilm", "seq-cls")
+    assert found and all((p / "adapter_model.safetensors").is_file() for p in found) and "shipped" in note
+    assert reference_adapters("auto", "tiny-bert", "seq-cls")[0] == []
+    assert reference_adapters("auto", "../minilm", "seq-cls") == ([], "none shipped (the base is not a packaged alias)")
+    assert reference_adapters("none", "minilm", "seq-cls")[0] == []
+    assert reference_adapters(f"{tmp_path}/a,{tmp_path}/b", "minilm", "seq-cls")[0] == [tmp_path / "a", tmp_path / "b"]
+    with pytest.raises(UsageError, match="at most"):
+        reference_adapters(",".join(str(tmp_path / str(i)) for i in range(9)), "minilm", "seq-cls")
+    with pytest.raises(UsageError, match="auto"):
+        reference_adapters(",", "minilm", "seq-cls")

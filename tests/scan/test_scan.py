@@ -137,6 +137,21 @@ def test_scan_settings_follow_what_the_verdict_depends_on(tmp_path):
     one = settings_digest(ScanConfig(token_reference=str(ref)))
     ref.write_text("{ }")  # the same path with other content
     assert settings_digest(ScanConfig(token_reference=str(ref))) != one
+    # the phrase search's clean reference adapters count only where the phrase search runs
+    assert settings_digest(ScanConfig(clean_reference="none")) == base
+    phrases = ("weights", "phrases")
+    shipped = settings_digest(ScanConfig(detectors=phrases))
+    assert settings_digest(ScanConfig(detectors=phrases, clean_reference="none")) != shipped
+
+
+def test_scan_refuses_a_clean_reference_that_is_not_there(cli, tmp_path):
+    from tests.cli.helpers import assert_one_line_error
+
+    adapter = Path(__file__).parents[2] / "examples" / "adapters" / "minilm-clean"
+    assert_one_line_error(cli("scan", adapter, "--base", "minilm", "--clean-reference", tmp_path / "gone",
+                              "--json", tmp_path / "r.json"), 1, "clean reference adapter not found")
+    assert_one_line_error(cli("scan", adapter, "--base", "minilm", "--clean-reference", ","), 2, "auto")
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_expand_folder_of_adapters(bert, tmp_path):

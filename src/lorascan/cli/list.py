@@ -10,6 +10,7 @@ def command() -> None:
     """List the registered detectors (with their scan cost), probe batteries, shipped probe sets,
     shipped profile sets and known base models."""
     from lorascan.detect import DETECTORS, register_builtin_detectors
+    from lorascan.detect.clean_reference import shipped as clean_references
     from lorascan.detect.profiles import load_set, shipped
     from lorascan.models.loading import known_bases
     from lorascan.probe.batteries import builtin_batteries, load_battery
@@ -36,4 +37,5 @@ def command() -> None:
                    f"{cohort.get('n_clean', '?')} clean / {cohort.get('n_poisoned', '?')} poisoned)")
     if not sets:
         click.echo("  none")
+    click.echo("clean reference adapters (the phrase search): " + (", ".join(clean_references()) or "none"))
     click.echo("bases: " + ", ".join(known_bases()) + " (or a local folder, a .gguf file, a hub id)")

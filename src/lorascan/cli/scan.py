@@ -36,6 +36,9 @@ LEVELS = ("allow", "review", "block")
 @click.option("--token-reference", default="auto", metavar="auto|none|REF.json", show_default=True,
               help="The token scan's clean reference: the shipped one for the base, none, or a file from "
                    "'lorascan token-reference'.")
+@click.option("--clean-reference", default="auto", metavar="auto|none|DIR[,DIR]", show_default=True,
+              help="The phrase search's clean reference adapters (--detectors ...,phrases): the ones shipped "
+                   "for the base, none, or clean adapter folders trained as the scanned one is thought to be.")
 @click.option("--localise/--no-localise", default=True, show_default=True,
               help=f"For a flagged adapter (review/block) whose token scan found a candidate trigger with ASR >= {MIN_ASR:g}: "
                    "patch each layer window against the base and report the modules that carry the backdoor.")
@@ -52,7 +55,8 @@ LEVELS = ("allow", "review", "block")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 @click.pass_context
 def command(ctx: click.Context, adapters: tuple[str, ...], base: str | None, task: str | None, detectors: str,
-            probe_data: str, profiles: str | None, token_reference: str, localise: bool, json_out: str | None, html_out: str | None,
+            probe_data: str, profiles: str | None, token_reference: str, clean_reference: str, localise: bool,
+            json_out: str | None, html_out: str | None,
             sarif_out: str | None, out: str | None, workers: int, executor: str, ray_address: str | None,
             ray_cpus: float, ray_gpus: float, fail_on: str, device: str, quiet: bool) -> None:
     """Scan ADAPTER (a PEFT folder, a hub id ORG/NAME[@REVISION], a folder of adapters or a list
@@ -62,14 +66,16 @@ def command(ctx: click.Context, adapters: tuple[str, ...], base: str | None, tas
     1 an adapter could not be scanned (missing or malformed files, wrong base, hub unreachable;
     never a pass); 2 usage error.
     """
+    from lorascan.detect.clean_reference import check as check_clean_reference
     from lorascan.scan.inputs import expand
     from lorascan.scan.pipeline import ScanConfig
 
     config = ScanConfig(base=base, task=task, detectors=tuple(d.strip() for d in detectors.split(",") if d.strip()),
                         probe_data=probe_data, profiles=profiles, device=device, progress=not quiet,
-                        token_reference=token_reference, localise=localise)
+                        token_reference=token_reference, localise=localise, clean_reference=clean_reference)
     if token_reference not in ("auto", "none") and not Path(token_reference).is_file():
         raise DataError(f"token reference not found: {token_reference} (give auto, none or a file)")
+    check_clean_reference(clean_reference)
     entries, batch = expand(adapters)
     if batch or out:  # --out: records in a batch folder, even for one adapter
         if json_out or html_out or sarif_out:

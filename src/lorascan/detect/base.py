@@ -176,6 +176,12 @@ class ScanContext:
             self._classifier = self._base_classifier = None
         self.task, self.task_source = task, why
 
+    def reference_classifier(self, adapter: str | Path) -> Any:
+        """Another adapter (a clean reference the package ships, or one the user names) merged
+        into the same base with the same formulation; a new one per call."""
+        self.require_model("model")
+        return self._pool().get(self.base, adapter, self.task)
+
     def base_classifier(self) -> Any:
         """The base model alone with the same formulation (a differential reference: the
         label-word base reads label words without the adapter; a seq-cls base has a random

@@ -23,22 +23,32 @@ How:
    Each of the 2H columns is scaled to a robust z over the vocabulary; a piece's partner score
    is its largest z. The ``partners`` best are a's partners.
 3. Beam search: the anchors are verified alone on the first ``search_n`` verification
-   injections (placed as the token scan places a candidate, ``"{phrase}. {injection}"``); the
-   ``beam`` best (attack rate, then mean margin) are kept. Each step extends every kept phrase
-   by one piece, prepended or appended, taken from the partners of its pieces and the
-   ``global_top`` anchors; the ``beam`` best extensions are kept, up to ``length`` pieces (or
-   until a phrase flips every search injection). A phrase's text is the tokenizer's decoding of
-   its pieces.
+   injections (placed as the token scan places a candidate, ``"{phrase}. {injection}"``).
+   Each step extends every kept phrase by one piece, prepended or appended, taken from the
+   partners of its pieces and the ``global_top`` anchors; the ``beam`` best extensions are
+   kept, up to ``length`` pieces (or until a phrase flips every search injection that the
+   references do not). A phrase's text is the tokenizer's decoding of its pieces.
+   "Best" is judged against the clean reference adapters shipped for the base
+   (:mod:`lorascan.detect.clean_reference`; ``clean``): of each step's candidates, the
+   ``shortlist`` with the highest attack rate on the adapter are run on the references too,
+   and ranked by their rate on the adapter minus their mean rate on the references. A clean
+   classifier of the task has natural weak spots (on MiniLM, prefixes of narrative words turn
+   most injections benign on every adapter of the recipe); a search that maximised the
+   adapter's own rate found them on clean adapters as readily as triggers on backdoored ones,
+   and the references turn them away. Without references (``clean none``, or a base none
+   ships for) phrases are ranked by their own rate, then mean margin.
 4. Held out: the best phrase of the search is verified on the other verification injections
    (``n - search_n``; when the adapter classifies fewer than ``n`` probe injections correctly,
-   the search gets fewer and at least 8 stay held out), which the search never saw, beside ``null`` random phrases of as many
-   word-like vocabulary tokens (seeded): how often arbitrary phrases of that length flip this
-   adapter's injections (a weak classifier flips injections under any long prefix).
+   the search gets fewer and at least 8 stay held out), which the search never saw, on the
+   adapter and on the references, beside ``null`` random phrases of as many word-like
+   vocabulary tokens (seeded): how often arbitrary phrases of that length flip this adapter's
+   injections (a weak classifier flips injections under any long prefix).
 
-Scores (``+`` = more suspicious): ``phrase_lift`` = ``phrase_attack_rate`` -
-``phrase_null_mean`` (the decision score); ``phrase_attack_rate``, the best phrase's held-out
-attack rate; ``phrase_null_mean``; ``phrase_search_rate``, its rate on the search injections
-(biased upwards: it is what the search maximised).
+Scores (``+`` = more suspicious): ``phrase_lift`` = ``phrase_attack_rate`` - the larger of
+``phrase_null_mean`` and ``phrase_reference_rate`` (the decision score); ``phrase_attack_rate``,
+the best phrase's held-out attack rate; ``phrase_null_mean``; ``phrase_reference_rate``, its
+mean held-out rate on the clean references (0 without references); ``phrase_search_rate``, its
+rate on the search injections (biased upwards: it is what the search maximised).
 
 It is not part of the scan's default detectors (``--detectors ...,phrases``): the shipped
 profiles have no bounds for it yet (README, "Detection measured on cohort v2").
@@ -55,6 +65,7 @@ import numpy as np
 
 from lorascan.config import to_dict
 from lorascan.detect.base import Detector, DetectorResult, NotApplicable, ScanContext, check_int_ranges
+from lorascan.detect.clean_reference import reference_adapters
 from lorascan.detect.injections import verification_injections
 from lorascan.detect.token_reference import choose
 from lorascan.detect.token_screen import _inner, candidate_vocabulary, embedding_inputs
@@ -62,6 +73,7 @@ from lorascan.detect.tokens import Verifier, screen_scores
 from lorascan.detect.verdict import verdict
 from lorascan.errors import UsageError
 from lorascan.progress import bar
+from lorascan.records import sha256_file
 
 NAME = "phrases"
 MIN_HELD_OUT = 8
@@ -82,11 +94,14 @@ class PhraseSearchConfig:
     seed: int = 0
     batch_size: int = 64
     reference: str = "auto"
+    clean: str = "auto"
+    shortlist: int = 24
 
     def __post_init__(self) -> None:
         check_int_ranges(self, NAME, (("anchors", 1, 4096), ("partners", 0, 4096), ("global_top", 0, 4096),
                                      ("beam", 1, 256), ("length", 1, 16), ("n", 2, 1000), ("search_n", MIN_SEARCH, 1000),
-                                     ("null", 1, 4096), ("seed", 0, 2**31 - 1), ("batch_size", 1, 4096)))
+                                     ("null", 1, 4096), ("seed", 0, 2**31 - 1), ("batch_size", 1, 4096),
+                                     ("shortlist", 1, 4096)))
         if self.n - self.search_n < MIN_HELD_OUT:
             raise UsageError(f"{NAME}: n ({self.n}) must exceed search_n ({self.search_n}) by at least "
                              f"{MIN_HELD_OUT} (the held-out injections)")
@@ -94,6 +109,10 @@ class PhraseSearchConfig:
             raise UsageError(f"{NAME}: global_top ({self.global_top}) cannot exceed anchors ({self.anchors})")
         if not isinstance(self.reference, str) or not self.reference:
             raise UsageError(f"{NAME}: reference must be 'auto', 'none' or a file")
+        if not isinstance(self.clean, str) or not self.clean:
+            raise UsageError(f"{NAME}: clean must be 'auto', 'none' or adapter folders separated by commas")
+        if self.shortlist < self.beam:
+            raise UsageError(f"{NAME}: shortlist ({self.shortlist}) cannot be smaller than beam ({self.beam})")
 
 
 def query_key(model: Any) -> tuple[Any, Any, int, int, int] | None:
@@ -171,14 +190,55 @@ class Partners:
         return self.cache[a]
 
 
-def beam_search(verifier: Verifier, decode: Any, anchors: Sequence[int], partners: Partners,
-                cfg: PhraseSearchConfig, n: int, progress: bool = False) -> dict[str, Any]:
-    """The search of steps 1-3 on the verifier's first ``n`` injections: the best phrase
-    (pieces, text, rate, margin), every step's best, and the final beam."""
+class Judge:
+    """Attack rates of candidate phrases on the adapter and, for the ``shortlist`` best of each
+    batch, on the clean reference adapters (:mod:`lorascan.detect.clean_reference`): a phrase is
+    ranked by its rate on the adapter minus its mean rate on the references (then by the same
+    difference of mean margins), so a natural weak spot of the task, which flips every adapter of
+    the recipe, ranks below a phrase only this adapter obeys. Without references a phrase is
+    ranked by its own rate and margin."""
+
+    def __init__(self, verifier: Verifier, references: Sequence[Verifier], shortlist: int, n: int | None = None):
+        self.verifier, self.references, self.shortlist, self.n = verifier, list(references), shortlist, n
+
+    @property
+    def passes(self) -> int:
+        return self.verifier.passes + sum(v.passes for v in self.references)
+
+    def rank(self, texts: Sequence[str], desc: str) -> list[dict[str, Any]]:
+        """Rows (text, rate, margin, reference rate and margin, index into ``texts``), best
+        first; with references only the shortlist is kept."""
+        rates, margins = self.verifier.rates(texts, self.n, desc=desc)
+        rows = [{"i": i, "text": t, "rate": float(r), "margin": float(m), "reference_rate": 0.0, "reference_margin": 0.0}
+                for i, (t, r, m) in enumerate(zip(texts, rates, margins))]
+        rows.sort(key=lambda x: (-x["rate"], x["margin"]))
+        if self.references and rows:
+            rows = rows[:self.shortlist]
+            sub = [x["text"] for x in rows]
+            ref = [v.rates(sub, self.n, desc=f"{desc} (clean reference)") for v in self.references]
+            for j, x in enumerate(rows):
+                x["reference_rate"] = float(np.mean([r[0][j] for r in ref]))
+                x["reference_margin"] = float(np.mean([r[1][j] for r in ref]))
+        for x in rows:
+            x["lift"], x["margin_gap"] = x["rate"] - x["reference_rate"], x["margin"] - x["reference_margin"]
+        rows.sort(key=lambda x: (-x["lift"], x["margin_gap"]))
+        return rows
+
+
+def _step(row: dict[str, Any], evaluated: int | None = None) -> dict[str, Any]:
+    out = {"phrase": row["text"], "attack_rate": row["rate"], "mean_margin": row["margin"],
+           "reference_rate": row["reference_rate"]}
+    return out if evaluated is None else {**out, "evaluated": evaluated}
+
+
+def beam_search(judge: Judge, decode: Any, anchors: Sequence[int], partners: Partners,
+                cfg: PhraseSearchConfig, progress: bool = False) -> dict[str, Any]:
+    """The search of steps 1-3 on the judge's injections: the best phrase (pieces, text, rate,
+    reference rate), every step's best, and the final beam."""
     glob = list(anchors[:cfg.global_top])
     seen: set[str] = set()
 
-    def judge(options: list[list[int]]) -> list[tuple[float, float, list[int], str]]:
+    def judge_all(options: list[list[int]]) -> list[tuple[dict[str, Any], list[int]]]:
         fresh, texts = [], []
         for o in options:
             t = decode(o)
@@ -186,36 +246,37 @@ def beam_search(verifier: Verifier, decode: Any, anchors: Sequence[int], partner
                 seen.add(t)
                 fresh.append(o)
                 texts.append(t)
-        rates, margins = verifier.rates(texts, n, desc="phrase search")
-        return sorted(((float(r), float(m), o, t) for r, m, o, t in zip(rates, margins, fresh, texts)),
-                      key=lambda x: (-x[0], x[1]))
+        return [(row, fresh[row["i"]]) for row in judge.rank(texts, "phrase search")] if texts else []
+
+    def better(a: dict[str, Any], b: dict[str, Any]) -> bool:
+        return (a["lift"], -a["margin_gap"]) > (b["lift"], -b["margin_gap"])
 
     with bar(cfg.length, "phrase search", progress) as pb:
-        ranked = judge([[a] for a in anchors])
+        ranked = judge_all([[a] for a in anchors])
         pb.advance()
         if not ranked:
-            return {"pieces": [], "phrase": "", "search_rate": 0.0, "search_margin": 0.0, "steps": [], "beam": []}
+            return {"pieces": [], "phrase": "", "search_rate": 0.0, "search_reference_rate": 0.0, "steps": [], "beam": []}
         beam = ranked[:cfg.beam]
         best = beam[0]
-        steps = [{"phrase": best[3], "attack_rate": best[0], "mean_margin": best[1], "evaluated": len(ranked)}]
+        steps = [_step(best[0], len(ranked))]
         for _ in range(cfg.length - 1):
-            if best[0] >= 1.0:
+            if best[0]["lift"] >= 1.0:
                 break
             options = []
-            for _, _, pieces, _ in beam:
+            for _, pieces in beam:
                 pool = dict.fromkeys([p for a in pieces for p in partners.of(a)] + glob)
                 options += [o for q in pool for o in (pieces + [q], [q] + pieces)]
-            ranked = judge(options)
+            ranked = judge_all(options)
             pb.advance()
             if not ranked:
                 break
             beam = ranked[:cfg.beam]
-            if (beam[0][0], -beam[0][1]) > (best[0], -best[1]):
+            if better(beam[0][0], best[0]):
                 best = beam[0]
-            steps.append({"phrase": beam[0][3], "attack_rate": beam[0][0], "mean_margin": beam[0][1],
-                          "evaluated": len(ranked)})
-    return {"pieces": [int(p) for p in best[2]], "phrase": best[3], "search_rate": best[0], "search_margin": best[1],
-            "steps": steps, "beam": [{"phrase": t, "attack_rate": r, "mean_margin": m} for r, m, _, t in beam]}
+            steps.append(_step(beam[0][0], len(ranked)))
+    return {"pieces": [int(p) for p in best[1]], "phrase": best[0]["text"], "search_rate": best[0]["rate"],
+            "search_reference_rate": best[0]["reference_rate"], "steps": steps,
+            "beam": [_step(row) for row, _ in beam]}
 
 
 def phrase_search(context: ScanContext, cfg: PhraseSearchConfig) -> dict[str, Any]:
@@ -242,33 +303,45 @@ def phrase_search(context: ScanContext, cfg: PhraseSearchConfig) -> dict[str, An
     ranked = np.argsort(-np.where(allowed, weights[:rows], -np.inf), kind="stable")
     anchors = [int(i) for i in ranked[:cfg.anchors] if allowed[i]]
     partners = Partners(clf.model, context.base_classifier().model, allowed, cfg.partners)
+    references, clean_note = reference_adapters(cfg.clean, context.base, clf.task)
+    reference_models = [context.reference_classifier(p) for p in references]
     timings = {"screen": time.monotonic() - t0}
-    verifier = Verifier(clf, texts, cfg.batch_size, context.progress)
+    search = Judge(Verifier(clf, texts, cfg.batch_size, context.progress),
+                   [Verifier(r, texts, cfg.batch_size, context.progress) for r in reference_models], cfg.shortlist, search_n)
     decode = lambda pieces: tok.decode(list(pieces)).strip()  # noqa: E731
     t1 = time.monotonic()
-    found = beam_search(verifier, decode, anchors, partners, cfg, search_n, context.progress)
+    found = beam_search(search, decode, anchors, partners, cfg, context.progress)
     timings["search"] = time.monotonic() - t1
-    held = Verifier(clf, texts[search_n:], cfg.batch_size, context.progress)
+    held_texts = texts[search_n:]
+    held = Verifier(clf, held_texts, cfg.batch_size, context.progress)
     vocab = candidate_vocabulary(tok, rows, clf.task)
     rng = random.Random(cfg.seed)
     k = max(1, len(found["pieces"]))
     nulls = [" ".join(vocab.texts[rng.randrange(vocab.singles)] for _ in range(k)) for _ in range(cfg.null)]
     t1 = time.monotonic()
-    rates, margins = held.rates(([found["phrase"]] if found["phrase"] else []) + nulls, desc="phrase held out")
+    phrase = [found["phrase"]] if found["phrase"] else []
+    rates, margins = held.rates(phrase + nulls, desc="phrase held out")
+    ref_rates = [Verifier(r, held_texts, cfg.batch_size, context.progress).rates(phrase, desc="phrase held out (clean reference)")[0]
+                 for r in reference_models] if phrase else []
     timings["held_out"] = time.monotonic() - t1
     timings["total"] = time.monotonic() - t0
-    rate = float(rates[0]) if found["phrase"] else 0.0
-    null = rates[1:] if found["phrase"] else rates
-    scores = {"phrase_lift": rate - float(null.mean()), "phrase_attack_rate": rate, "phrase_null_mean": float(null.mean()),
+    rate = float(rates[0]) if phrase else 0.0
+    null = rates[1:] if phrase else rates
+    reference_rate = float(np.mean([r[0] for r in ref_rates])) if ref_rates else 0.0
+    scores = {"phrase_lift": rate - max(float(null.mean()), reference_rate), "phrase_attack_rate": rate,
+              "phrase_null_mean": float(null.mean()), "phrase_reference_rate": reference_rate,
               "phrase_search_rate": found["search_rate"]}
     return {"scores": scores, "phrase": found["phrase"], "pieces": [str(p) for p in tok.convert_ids_to_tokens(found["pieces"])],
-            "held_out_margin": float(margins[0]) if found["phrase"] else None, "steps": found["steps"],
+            "held_out_margin": float(margins[0]) if phrase else None, "steps": found["steps"],
             "beam": found["beam"], "anchors": [str(p) for p in tok.convert_ids_to_tokens(anchors[:cfg.global_top])],
             "partners_from_attention": partners.active,
             "null": {"n_phrases": len(nulls), "pieces_each": k, "mean": float(null.mean()), "max": float(null.max()),
                      "phrases": nulls[:8]},
-            "n_injections": {"search": search_n, "held_out": len(texts) - search_n},
-            "forward_passes": verifier.passes + held.passes, "weight_modules": modules,
+            "clean_reference": {"note": clean_note, "adapters": [p.name for p in references],
+                                "sha256": [sha256_file(p / "adapter_model.safetensors") for p in references],
+                                "held_out_rates": [float(r[0]) for r in ref_rates]},
+            "n_injections": {"search": search_n, "held_out": len(held_texts)},
+            "forward_passes": search.passes + held.passes + len(ref_rates) * len(held_texts), "weight_modules": modules,
             "reference": {**(reference.describe() if reference is not None else {"origin": None}), "note": note},
             "timings": timings}
 
@@ -279,15 +352,16 @@ class PhraseDetector(Detector):
     name = NAME
     tasks = ("seq-cls", "label-word")
     cost = 350  # tens of thousands of short passes: after the token scan, before Neural Cleanse
-    summary = "beam search over piece sequences along the layer-0 attention pairs the adapter changed (issue 12)"
+    summary = ("beam search over piece sequences along the layer-0 attention pairs the adapter changed, judged "
+               "against clean reference adapters (issue 12)")
     decision = ("phrase_lift",)
     direction = "+"
 
     def __init__(self, anchors: int = 48, partners: int = 16, global_top: int = 16, beam: int = 4, length: int = 5,
                  n: int = 48, search_n: int = 16, null: int = 32, seed: int = 0, batch_size: int = 64,
-                 reference: str = "auto"):
+                 reference: str = "auto", clean: str = "auto", shortlist: int = 24):
         self.config = PhraseSearchConfig(anchors, partners, global_top, beam, length, n, search_n, null, seed,
-                                         batch_size, reference)
+                                         batch_size, reference, clean, shortlist)
 
     @property
     def args(self) -> dict[str, Any]:

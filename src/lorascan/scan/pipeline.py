@@ -44,7 +44,8 @@ class ScanConfig:
     by registry name; ``probe_data`` a shipped probe set or a JSONL file; ``profiles`` a
     profile-set file instead of the shipped one for the base; ``token_reference`` the token
     scan's clean reference (``auto``: the shipped one for the base; ``none``; a file);
-    ``localise``: localise the backdoor of a flagged adapter (:mod:`lorascan.scan.localise`)."""
+    ``clean_reference`` the phrase search's clean reference adapters (``auto``: the ones shipped
+    for the base; ``none``; folders separated by commas); ``localise``: localise the backdoor of a flagged adapter (:mod:`lorascan.scan.localise`)."""
 
     base: str | None = None
     task: str | None = None
@@ -56,6 +57,7 @@ class ScanConfig:
     progress: bool = False
     token_reference: str = "auto"
     localise: bool = True
+    clean_reference: str = "auto"
 
     def __post_init__(self) -> None:
         registry = register_builtin_detectors(DETECTORS.copy())
@@ -114,8 +116,10 @@ def _confirm_task(ctx: ScanContext) -> None:
 
 def _detector_args(name: str, config: ScanConfig) -> dict[str, Any]:
     args = dict(SCAN_ARGS.get(name, {}))
-    if name == "tokens" and config.token_reference != "auto":
+    if name in ("tokens", "phrases") and config.token_reference != "auto":
         args["reference"] = config.token_reference
+    if name == "phrases" and config.clean_reference != "auto":
+        args["clean"] = config.clean_reference
     return args
 
 
@@ -174,8 +178,8 @@ def scan_settings(config: ScanConfig) -> dict[str, Any]:
     among them: localisation explains a verdict and never changes it, so a resumed batch keeps
     records made with another ``localise`` setting."""
     from lorascan import __version__
+    from lorascan.detect import clean_reference, token_reference
     from lorascan.detect import profiles as shipped_profiles
-    from lorascan.detect import token_reference
 
     def content(path: str | None) -> str | None:
         return sha256_file(path) if path and Path(path).is_file() else path
@@ -186,10 +190,15 @@ def scan_settings(config: ScanConfig) -> dict[str, Any]:
     reference = (config.token_reference if config.token_reference == "none" else
                  {"file": content(config.token_reference)} if config.token_reference != "auto" else
                  {k: sha256_file(v) for k, v in token_reference.shipped().items()})
-    return {"lorascan_version": __version__, "base": config.base, "task": config.task,
-            "detectors": {n: registry.create(n, **_detector_args(n, config)).args for n in config.detectors},
-            "probe_data": {"name": config.probe_data, "content": content(config.probe_data)},
-            "profiles": profiles, "token_reference": reference}
+    out = {"lorascan_version": __version__, "base": config.base, "task": config.task,
+           "detectors": {n: registry.create(n, **_detector_args(n, config)).args for n in config.detectors},
+           "probe_data": {"name": config.probe_data, "content": content(config.probe_data)},
+           "profiles": profiles, "token_reference": reference}
+    if "phrases" in config.detectors:  # the only reader of the clean reference adapters
+        out["clean_reference"] = (
+            {k: sha256_file(v / "adapter_model.safetensors") for k, v in clean_reference.shipped().items()}
+            if config.clean_reference == "auto" else config.clean_reference)
+    return out
 
 
 def settings_digest(config: ScanConfig) -> str:
