@@ -15,7 +15,7 @@ How:
 1. Anchors: the ``anchors`` pieces (any non-special piece, continuations and punctuation
    included) that the weight screen ranks highest (layer-0 ‖ΔW x_v‖, taken against the base's
    clean reference when one ships, as in the token scan).
-2. Partners of a piece a (:func:`partner_scores`, weights only, no forward pass): for every
+2. Partners of a piece a (:class:`Partners`, weights only, no forward pass): for every
    vocabulary piece j and every head h of layer 0, the change the adapter made to the
    attention logit between a and j, both ways (a attending to j, j attending to a), computed
    from the merged and the base query/key projections of the normalised input embeddings
