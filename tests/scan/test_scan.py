@@ -151,6 +151,9 @@ def test_scan_refuses_a_clean_reference_that_is_not_there(cli, tmp_path):
     assert_one_line_error(cli("scan", adapter, "--base", "minilm", "--clean-reference", tmp_path / "gone",
                               "--json", tmp_path / "r.json"), 1, "clean reference adapter not found")
     assert_one_line_error(cli("scan", adapter, "--base", "minilm", "--clean-reference", ","), 2, "auto")
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(cli("scan", adapter, "--base", "minilm", "--clean-reference", tmp_path / "empty",
+                              "--json", tmp_path / "r.json"), 1, "no adapter_config.json")
     assert not (tmp_path / "r.json").exists()
 
 

@@ -60,10 +60,16 @@ def shipped() -> dict[str, Path]:
 
 
 def check(spec: str) -> None:
-    """A DataError unless ``spec`` is ``auto``, ``none`` or folders that exist (before anything loads)."""
+    """A DataError unless ``spec`` is ``auto``, ``none`` or adapter folders that exist, each with
+    its config and safetensors weights (before anything loads; the contents are checked on load)."""
     if spec in ("auto", "none"):
         return
     paths, _ = reference_adapters(spec, None, None)
     missing = [p for p in paths if not p.is_dir()]
     if missing:
         raise DataError(f"clean reference adapter not found: {missing[0]} (give auto, none or adapter folders)")
+    for p in paths:
+        absent = [n for n in ("adapter_config.json", "adapter_model.safetensors") if not (p / n).is_file()]
+        if absent:
+            raise DataError(f"clean reference {p} is not a LoRA adapter folder: no {absent[0]} "
+                            "(give auto, none or adapter folders)")
