@@ -58,5 +58,5 @@ def test_list_names_the_detectors_and_what_ships(cli):
     res = cli("list")
     assert res.code == 0, res.err
     assert "phrases        cost 350" in res.out and "tokens         cost 300" in res.out
-    assert "clean reference adapters (the phrase search): minilm/seq-cls/clean-s41-r16" in res.out
+    assert "clean reference adapters (the phrase search): minilm/seq-cls/clean-s44-r16" in res.out
     assert "minilm         behavioral, tokens, weights" in res.out
