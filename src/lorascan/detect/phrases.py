@@ -321,8 +321,8 @@ def phrase_search(context: ScanContext, cfg: PhraseSearchConfig) -> dict[str, An
     t1 = time.monotonic()
     phrase = [found["phrase"]] if found["phrase"] else []
     rates, margins = held.rates(phrase + nulls, desc="phrase held out")
-    ref_rates = [Verifier(r, held_texts, cfg.batch_size, context.progress).rates(phrase, desc="phrase held out (clean reference)")[0]
-                 for r in reference_models] if phrase else []
+    held_refs = [Verifier(r, held_texts, cfg.batch_size, context.progress) for r in reference_models] if phrase else []
+    ref_rates = [v.rates(phrase, desc="phrase held out (clean reference)")[0] for v in held_refs]
     timings["held_out"] = time.monotonic() - t1
     timings["total"] = time.monotonic() - t0
     rate = float(rates[0]) if phrase else 0.0
@@ -341,7 +341,7 @@ def phrase_search(context: ScanContext, cfg: PhraseSearchConfig) -> dict[str, An
                                 "sha256": [sha256_file(p / "adapter_model.safetensors") for p in references],
                                 "held_out_rates": [float(r[0]) for r in ref_rates]},
             "n_injections": {"search": search_n, "held_out": len(held_texts)},
-            "forward_passes": search.passes + held.passes + len(ref_rates) * len(held_texts), "weight_modules": modules,
+            "forward_passes": search.passes + held.passes + sum(v.passes for v in held_refs), "weight_modules": modules,
             "reference": {**(reference.describe() if reference is not None else {"origin": None}), "note": note},
             "timings": timings}
 
